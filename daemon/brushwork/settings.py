@@ -1,0 +1,140 @@
+"""The knobs of one stylization, validated in one place.
+
+Standard library only: the protocol, the client and the GIMP plug-in use it without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# VGG16 conv layers in torchvision's `vgg16().features` order; the engine maps names to indices.
+VGG16_LAYERS = (
+    "conv1_1", "conv1_2",
+    "conv2_1", "conv2_2",
+    "conv3_1", "conv3_2", "conv3_3",
+    "conv4_1", "conv4_2", "conv4_3",
+    "conv5_1", "conv5_2", "conv5_3",
+)  # fmt: skip
+
+PRESERVE_COLORS = ("none", "luminance", "histogram")
+INITS = ("content", "noise", "image")
+OPTIMIZERS = ("lbfgs", "adam")
+MAX_SIDE = 65536
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One stylization. Every field has a default chosen by looking at results (see README)."""
+
+    size: int = 512  # long side of the output in px; 0 keeps the content's own size
+    iterations: int = 300  # optimizer steps over all scales together
+    content_weight: float = 1.0
+    style_weight: float = 1e3
+    tv_weight: float = 1e-3
+    content_layer: str = "conv4_2"
+    style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    style_layer_weights: tuple[float, ...] = ()  # empty: equal weights
+    style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
+    style_scale: float = 1.0  # style image's long side relative to the output's
+    preserve_colors: str = "none"
+    init: str = "content"  # "image" needs an init image next to the request
+    optimizer: str = "lbfgs"
+    learning_rate: float = 0.02  # Adam only; pixels live in [0, 1]
+    scales: int = 3  # coarse-to-fine pyramid levels, each twice the previous size
+    seed: int | None = None
+    tile: int = 0  # force tiling with this tile size in px; 0 = only when it would not fit
+
+    def __post_init__(self) -> None:
+        # Normalise list-like values coming from JSON so equal settings compare equal.
+        for name in ("style_layers", "style_layer_weights", "style_blend"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line message naming the bad field."""
+        _int_range("size", self.size, 0, MAX_SIDE)
+        _int_range("iterations", self.iterations, 1, 100_000)
+        _int_range("scales", self.scales, 1, 8)
+        _int_range("tile", self.tile, 0, MAX_SIDE)
+        if self.tile and self.tile < 64:
+            raise ValueError("tile must be 0 (automatic) or at least 64 px")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            _float_range(name, getattr(self, name), 0.0, 1e12)
+        _float_range("learning_rate", self.learning_rate, 1e-6, 10.0)
+        _float_range("style_scale", self.style_scale, 0.05, 8.0)
+        if self.content_weight == 0 and self.style_weight == 0:
+            raise ValueError("content_weight and style_weight cannot both be 0")
+        _choice("content_layer", self.content_layer, VGG16_LAYERS)
+        if not self.style_layers:
+            raise ValueError("style_layers needs at least one layer")
+        for layer in self.style_layers:
+            _choice("style_layers", layer, VGG16_LAYERS)
+        if self.style_layer_weights and len(self.style_layer_weights) != len(self.style_layers):
+            raise ValueError(
+                f"style_layer_weights has {len(self.style_layer_weights)} values "
+                f"for {len(self.style_layers)} style layers"
+            )
+        for name in ("style_layer_weights", "style_blend"):
+            values = getattr(self, name)
+            for v in values:
+                _float_range(name, v, 0.0, 1e12)
+            if values and sum(values) <= 0:
+                raise ValueError(f"{name} must have a positive sum")
+        _choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
+        _choice("init", self.init, INITS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.seed is not None:
+            _int_range("seed", self.seed, 0, 2**63 - 1)
+
+    def layer_weights(self) -> tuple[float, ...]:
+        """Style layer weights lambda_l, normalised to sum to 1."""
+        w = self.style_layer_weights or (1.0,) * len(self.style_layers)
+        return tuple(x / sum(w) for x in w)
+
+    def blend_weights(self, n_styles: int) -> tuple[float, ...]:
+        """Blend weight per style image, normalised to sum to 1."""
+        w = self.style_blend or (1.0,) * n_styles
+        if len(w) != n_styles:
+            raise ValueError(f"style_blend has {len(w)} values for {n_styles} style images")
+        return tuple(x / sum(w) for x in w)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for name in ("style_layers", "style_layer_weights", "style_blend"):
+            d[name] = list(d[name])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Settings:
+        """Build from JSON-like data; unknown keys and wrong types are a ValueError."""
+        if not isinstance(d, dict):
+            raise ValueError("settings must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _int_range(name: str, v: Any, lo: int, hi: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {v}")
+
+
+def _float_range(name: str, v: Any, lo: float, hi: float) -> None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    if not lo <= v <= hi:  # also rejects NaN
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {v!r}")
+
+
+def _choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {v!r}")
