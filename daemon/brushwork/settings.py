@@ -31,8 +31,8 @@ class Settings:
     size: int = 512  # long side of the output in px; 0 keeps the content's own size
     iterations: int = 300  # optimizer steps over all scales together
     content_weight: float = 1.0
-    style_weight: float = 1e3
-    tv_weight: float = 1e-3
+    style_weight: float = 10.0
+    tv_weight: float = 1.0
     content_layer: str = "conv4_2"
     style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
     style_layer_weights: tuple[float, ...] = ()  # empty: equal weights

@@ -1,0 +1,61 @@
+"""The cost J(G) = a*Jc(C, G) + b*Js(S, G) (+ a total-variation term), as in Gatys et al. 2015.
+
+Activations `a` are (1, nC, nH, nW) tensors from one VGG layer. Caffe VGG16 sees pixels in
+0..255, so raw Jc and Js[l] are huge and differ by orders of magnitude between layers. The engine
+therefore divides each term by its target's own energy (`content_scale`, `style_scale`): the
+weights a, b and lambda_l become unit-free, every layer starts on an equal footing, and L-BFGS
+sees a well-scaled problem at every image size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def content_loss(a_c: torch.Tensor, a_g: torch.Tensor) -> torch.Tensor:
+    """Jc = 1/2 ||a(C) - a(G)||^2."""
+    return 0.5 * (a_c - a_g).pow(2).sum()
+
+
+def content_scale(a_c: torch.Tensor) -> float:
+    """1 / Jc(C, 0): makes Jc the relative error of G's activations."""
+    return 1.0 / max(float(content_loss(a_c, torch.zeros_like(a_c))), 1e-12)
+
+
+def gram(a: torch.Tensor) -> torch.Tensor:
+    """M[k, m] = sum_ij a[i, j, k] a[i, j, m] / (nH nW nC).
+
+    The normalisation is the seed's 1/(2 nH nW nC)^2 split between the two Grams, so a style
+    image of another size than G compares fairly.
+    """
+    _, n_c, n_h, n_w = a.shape
+    f = a.reshape(n_c, n_h * n_w)
+    return (f @ f.T) / (n_c * n_h * n_w)
+
+
+def style_layer_loss(gram_s: torch.Tensor, a_g: torch.Tensor) -> torch.Tensor:
+    """Js[l] = 1/(2 nH nW nC)^2 * sum (M_S - M_G)^2, with the Grams normalised as in gram()."""
+    return 0.25 * (gram_s - gram(a_g)).pow(2).sum()
+
+
+def style_scale(gram_s: torch.Tensor) -> float:
+    """1 / (1/4 ||M_S||^2): makes Js[l] the relative error of G's Gram matrix."""
+    return 1.0 / max(float(0.25 * gram_s.pow(2).sum()), 1e-12)
+
+
+def style_loss(
+    grams_s: dict[str, torch.Tensor],
+    acts_g: dict[str, torch.Tensor],
+    layer_weights: dict[str, float],
+) -> torch.Tensor:
+    """Js = sum_l lambda_l Js[l]."""
+    return sum(
+        w * style_layer_loss(grams_s[name], acts_g[name]) for name, w in layer_weights.items()
+    )
+
+
+def tv_loss(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between neighbouring pixels: discourages high-frequency noise."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean()
+    dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+    return dh + dw
