@@ -7,13 +7,21 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from brushwork import __version__, commands
 from brushwork.errors import BrushworkError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad options are one line on stderr (exit 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="brushwork", description="Neural style transfer: CLI, daemon and batch jobs."
     )
     parser.add_argument("--version", action="version", version=f"brushwork {__version__}")

@@ -293,7 +293,7 @@ class _Run:
             for name, w in zip(s.style_layers, s.layer_weights(), strict=True)
         }
         layers = {s.content_layer, *s.style_layers}
-        x = x.detach().clone().requires_grad_(True)
+        x = x.detach().contiguous().clone().requires_grad_(True)
         if s.optimizer == "lbfgs":
             # One function evaluation per step (no line search), so cancel and progress run
             # every iteration; the optimiser keeps its curvature history across steps.

@@ -1,0 +1,96 @@
+"""`brushwork stylize` as a user runs it: a subprocess, exit codes, one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from brushwork import images
+from engine_helpers import content_image, style_image
+
+
+def brushwork(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "brushwork", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    c, s = tmp_path / "content.png", tmp_path / "style.png"
+    images.save(c, content_image(channels=4) / 255)
+    images.save(s, style_image() / 255)
+    return c, s
+
+
+@pytest.mark.weights
+def test_stylize_writes_the_image(tmp_path, pictures, weights_file):
+    out = tmp_path / "out.png"
+    r = brushwork(
+        "stylize", *map(str, pictures), "-o", str(out), "--size", "48", "--iterations", "3",
+        "--scales", "1", "--weights", str(weights_file), "--device", "cpu",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "in-process" in r.stderr
+    img = images.load(out)
+    assert img.shape == (34, 48, 4)  # long side 48, alpha kept
+
+
+def _one_line_error(r: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert r.returncode == code, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert text in lines[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "text"),
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_bytes(b"garbage"), "not a readable image"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\nshort"), "not a readable image"),
+    ],
+)
+def test_bad_content_file(tmp_path, pictures, make, text):
+    bad = tmp_path / "bad.png"
+    make(bad)
+    r = brushwork("stylize", str(bad), str(pictures[1]), "-o", str(tmp_path / "o.png"))
+    _one_line_error(r, 1, text)
+
+
+@pytest.mark.parametrize(
+    ("options", "code", "text"),
+    [
+        (["--size", "-5"], 1, "size must be between"),
+        (["--size", "999999"], 1, "size must be between"),
+        (["--iterations", "0"], 1, "iterations must be between"),
+        (["--style-weight", "nan"], 1, "style_weight must be between"),
+        (["--style-blend", "1,2"], 1, "style_blend has 2 values for 1 style"),
+        (["--style-blend", "x"], 2, "expected numbers"),
+        (["--preserve-colors", "sepia"], 2, "invalid choice"),
+        (["--optimizer", "sgd"], 2, "invalid choice"),
+        (["--init", "nope.png"], 1, "no such file"),
+        (["-o", "out.xyz"], 1, "unknown image format"),
+        (["-o", "missing-dir/out.png"], 1, "does not exist"),
+        (["--device", "tpu"], 1, "unknown device"),
+    ],
+)
+def test_bad_options(tmp_path, pictures, options, code, text, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["stylize", *map(str, pictures), "-o", "o.png", *options]
+    _one_line_error(brushwork(*args), code, text)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_unsupported_pixel_layout(tmp_path, pictures):
+    odd = tmp_path / "cmyk.tif"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4, 4), np.uint8), mode="CMYK").save(odd)
+    assert images.load(odd).shape == (4, 4, 3)  # converted, not refused

@@ -1,0 +1,164 @@
+"""Engine behaviour on a random-weight VGG16 and tiny images (fast; no real weights)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from brushwork.engine import Cancelled, output_size, scale_sizes, split_iterations
+from brushwork.settings import Settings
+from engine_helpers import content_image, random_engine, style_image
+
+FAST = Settings(size=0, iterations=4, scales=1)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return random_engine()
+
+
+def test_output_size_keeps_aspect():
+    assert output_size(300, 500, 100) == (60, 100)
+    assert output_size(500, 300, 100) == (100, 60)
+    assert output_size(31, 17, 0) == (31, 17)
+
+
+def test_scale_pyramid_goes_coarse_to_fine_and_drops_tiny_levels():
+    assert scale_sizes(256, 512, 3) == [(64, 128), (128, 256), (256, 512)]
+    assert scale_sizes(40, 40, 4) == [(40, 40)]  # 20 px levels are too small for VGG
+    assert split_iterations(10, 3) == [3, 3, 4]
+
+
+def test_alpha_passes_through_untouched(engine):
+    content = content_image(channels=4)
+    out = engine.stylize(content, [style_image()], FAST).image
+    assert out.shape == (*content.shape[:2], 4)
+    assert np.array_equal(out[..., 3], content[..., 3].astype(np.float32) / 255)
+
+
+def test_output_size_by_long_side_any_aspect(engine):
+    out = engine.stylize(content_image(30, 70), [style_image()], FAST.replace(size=64)).image
+    assert out.shape == (27, 64, 3)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_high_bit_depth_inputs_match_8_bit(engine, dtype):
+    c8, s8 = content_image(), style_image()
+    scale = 65535 if dtype == "uint16" else 1 / 255
+    convert = (
+        (lambda a: (a.astype(np.uint32) * 257).astype(np.uint16))
+        if dtype == "uint16"
+        else (lambda a: a.astype(np.float32) * scale)
+    )
+    settings = FAST.replace(seed=3)
+    ref = engine.stylize(c8, [s8], settings).image
+    out = engine.stylize(convert(c8), [convert(s8)], settings).image
+    assert np.abs(out - ref).max() < 1e-3
+
+
+def test_grey_content_gives_rgb(engine):
+    out = engine.stylize(content_image()[..., 0], [style_image()], FAST).image
+    assert out.shape == (40, 56, 3)
+
+
+def test_cancel_stops_within_one_iteration(engine):
+    cancel = threading.Event()
+    seen = []
+
+    def progress(p):
+        seen.append(p.iteration)
+        if p.iteration == 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        engine.stylize(
+            content_image(), [style_image()], FAST.replace(iterations=50), progress=progress,
+            cancel=cancel,
+        )  # fmt: skip
+    assert seen == [1, 2, 3]
+
+
+def test_progress_reports_every_iteration_with_previews(engine):
+    seen = []
+    settings = Settings(size=64, iterations=6, scales=2)
+    engine.stylize(
+        content_image(), [style_image()], settings, progress=seen.append, preview_every=2
+    )
+    assert [p.iteration for p in seen] == [1, 2, 3, 4, 5, 6]
+    assert all(p.total == 6 for p in seen)
+    assert set(seen[0].losses) == {"content", "style", "tv", "total"}
+    previews = [p.preview for p in seen if p.preview is not None]
+    assert len(previews) == 3 and previews[-1].shape[2] == 3
+
+
+def test_style_loss_falls(engine):
+    seen = []
+    engine.stylize(
+        content_image(), [style_image()], FAST.replace(iterations=15), progress=seen.append
+    )
+    assert seen[-1].losses["style"] < 0.5 * seen[0].losses["style"]
+
+
+def test_seed_makes_noise_init_repeatable(engine):
+    settings = FAST.replace(init="noise", seed=7)
+    a = engine.stylize(content_image(), [style_image()], settings).image
+    b = engine.stylize(content_image(), [style_image()], settings).image
+    c = engine.stylize(content_image(), [style_image()], settings.replace(seed=8)).image
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_init_from_image_needs_the_image(engine):
+    with pytest.raises(ValueError, match="init image"):
+        engine.stylize(content_image(), [style_image()], FAST.replace(init="image"))
+    out = engine.stylize(
+        content_image(), [style_image()], FAST.replace(init="image"), init_image=style_image()
+    )
+    assert out.image.shape == (40, 56, 3)
+
+
+def test_blend_weights_choose_among_styles(engine):
+    s1, s2 = style_image(seed=1), 255 - style_image(seed=2)
+    settings = FAST.replace(seed=0)
+    only_first = engine.stylize(content_image(), [s1], settings).image
+    blended = engine.stylize(content_image(), [s1, s2], settings.replace(style_blend=(1, 0))).image
+    mixed = engine.stylize(content_image(), [s1, s2], settings.replace(style_blend=(1, 1))).image
+    assert np.allclose(only_first, blended, atol=1e-5)
+    assert not np.allclose(only_first, mixed, atol=1e-3)
+    with pytest.raises(ValueError, match="style_blend"):
+        engine.stylize(content_image(), [s1], settings.replace(style_blend=(1, 1)))
+
+
+def test_style_targets_are_cached(engine):
+    before = engine.style_cache_size()
+    style = style_image(seed=11)
+    engine.stylize(content_image(), [style], FAST)
+    after_first = engine.style_cache_size()
+    engine.stylize(content_image(), [style], FAST)
+    assert after_first == before + 1
+    assert engine.style_cache_size() == after_first
+
+
+def test_style_scale_changes_the_result(engine):
+    settings = FAST.replace(seed=0, iterations=6)
+    a = engine.stylize(content_image(), [style_image()], settings).image
+    b = engine.stylize(content_image(), [style_image()], settings.replace(style_scale=2.0)).image
+    assert not np.allclose(a, b, atol=1e-3)
+
+
+def test_adam_optimizer_runs(engine):
+    seen = []
+    engine.stylize(
+        content_image(), [style_image()], FAST.replace(optimizer="adam", iterations=10),
+        progress=seen.append,
+    )  # fmt: skip
+    assert seen[-1].losses["style"] < seen[0].losses["style"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((0, 5, 3), np.uint8), np.zeros((4, 4, 5), np.uint8), np.zeros((4, 4, 3), np.int64)],
+)
+def test_bad_arrays_are_value_errors(engine, bad):
+    with pytest.raises(ValueError):
+        engine.stylize(bad, [style_image()], FAST)

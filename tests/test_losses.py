@@ -1,0 +1,62 @@
+"""The loss terms against values computed by hand on tiny tensors."""
+
+import pytest
+import torch
+
+from brushwork import losses
+
+# One layer, nC = 2 channels, nH = 1, nW = 2: channel 0 = [1, 2], channel 1 = [3, 4].
+A = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+
+
+def test_content_loss_is_half_squared_distance():
+    g = torch.tensor([[[[0.0, 2.0]], [[3.0, 6.0]]]])
+    # 1/2 * ((1-0)^2 + 0 + 0 + (4-6)^2) = 2.5
+    assert losses.content_loss(A, g).item() == pytest.approx(2.5)
+
+
+def test_content_scale_makes_the_loss_relative():
+    assert losses.content_scale(A) == pytest.approx(1 / (0.5 * (1 + 4 + 9 + 16)))
+
+
+def test_gram_is_normalised_by_layer_size():
+    # M = [[1*1+2*2, 1*3+2*4], [.., 3*3+4*4]] = [[5, 11], [11, 25]], / (nC nH nW = 4)
+    expected = torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 4
+    assert torch.allclose(losses.gram(A), expected)
+
+
+def test_gram_does_not_depend_on_image_size():
+    a = torch.randn(1, 8, 5, 7)
+    tiled = a.repeat(1, 1, 2, 3)  # the same texture over a larger area
+    assert torch.allclose(losses.gram(a), losses.gram(tiled), atol=1e-6)
+
+
+def test_style_layer_loss_matches_the_seed_formula():
+    a_s, a_g = torch.randn(1, 3, 4, 5), torch.randn(1, 3, 4, 5)
+    _, n_c, n_h, n_w = a_s.shape
+    raw = [torch.einsum("kij,mij->km", a[0], a[0]) for a in (a_s, a_g)]  # sum_ij a_ijk a_ijm
+    seed = ((raw[0] - raw[1]) ** 2).sum() / (2 * n_h * n_w * n_c) ** 2
+    ours = losses.style_layer_loss(losses.gram(a_s), a_g)
+    assert ours.item() == pytest.approx(seed.item(), rel=1e-5)
+
+
+def test_style_loss_weights_layers():
+    acts = {"a": torch.randn(1, 2, 3, 3), "b": torch.randn(1, 4, 2, 2)}
+    grams = {k: losses.gram(torch.randn_like(v)) for k, v in acts.items()}
+    per_layer = {k: losses.style_layer_loss(grams[k], acts[k]).item() for k in acts}
+    total = losses.style_loss(grams, acts, {"a": 0.25, "b": 2.0}).item()
+    assert total == pytest.approx(0.25 * per_layer["a"] + 2.0 * per_layer["b"], rel=1e-6)
+
+
+def test_style_scale_is_the_inverse_target_energy():
+    g = losses.gram(A)
+    assert losses.style_scale(g) == pytest.approx(1 / (0.25 * float((g**2).sum())))
+    # Relative to its own scale, G = 0 has style loss exactly 1.
+    zero = torch.zeros_like(A)
+    assert (losses.style_scale(g) * losses.style_layer_loss(g, zero)).item() == pytest.approx(1.0)
+
+
+def test_tv_loss_by_hand():
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    # vertical: (2-0)^2, (4-1)^2 -> mean 6.5; horizontal: (1-0)^2, (4-2)^2 -> mean 2.5
+    assert losses.tv_loss(x).item() == pytest.approx(9.0)
