@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Brushwork for GIMP 3: Filters > Artistic > Neural Style Transfer...
+
+Sends the active layer (the selection's box of it) to the Brushwork daemon and puts the
+stylized result in a new layer above it. Imports only the standard library, GIMP's GI modules
+and the shipped `brushwork` client package (pyzmq); decisions live in brushwork_logic.py.
+"""
+
+import os
+import sys
+
+# The installer puts the `brushwork` package (and pyzmq when GIMP's Python lacks it) in lib/.
+# First on the path: this very file is also named brushwork.py.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(_HERE, "lib"))
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+import brushwork_logic as logic  # noqa: E402
+from brushwork.client import Client, DaemonError, NoDaemon  # noqa: E402
+from brushwork.errors import BrushworkError  # noqa: E402
+from brushwork.protocol import OUT_OF_MEMORY, ProgressReply, RawImage  # noqa: E402
+from brushwork.settings import PRESERVE_COLORS  # noqa: E402
+
+PROCEDURE = "python-fu-brushwork-style"
+CLIENT_TIMEOUT = 30.0  # seconds of daemon silence before giving up (it heartbeats every 1 s)
+_RW = GObject.ParamFlags.READWRITE
+_U8 = {Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL}
+
+
+def _choice(values, labels):
+    choice = Gimp.Choice.new()
+    for i, value in enumerate(values):
+        choice.add(value, i, labels[i], "")
+    return choice
+
+
+class Brushwork(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [PROCEDURE]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label("Neural Style Transfer...")
+        proc.add_menu_path("<Image>/Filters/Artistic")
+        proc.set_documentation(
+            "Paint the layer in the style of another image",
+            "Neural style transfer (Gatys et al.) run by the Brushwork daemon. The active layer, "
+            "or the selection's part of it, is stylized into a new layer above it.",
+            name,
+        )
+        proc.set_attribution("Brushwork", "Brushwork", "2025")
+        proc.add_file_argument(
+            "style-file", "Style _file", "Image whose style is applied",
+            Gimp.FileChooserAction.OPEN, True, None, _RW,
+        )  # fmt: skip
+        proc.add_image_argument(
+            "style-image", "Style _image", "An open image as the style, instead of a file",
+            True, _RW,
+        )  # fmt: skip
+        proc.add_int_argument(
+            "strength", "S_trength", "How strongly the style shows (50: the daemon's default)",
+            0, 100, logic.DEFAULT_STRENGTH, _RW,
+        )  # fmt: skip
+        proc.add_int_argument(
+            "size", "Si_ze", "Long side in px to stylize at; 0 = the layer's own size",
+            0, 16384, 0, _RW,
+        )  # fmt: skip
+        proc.add_choice_argument(
+            "quality", "_Quality", "More iterations and scales take longer",
+            _choice(logic.QUALITIES, ("Preview (fast)", "Normal", "High (slow)")), "normal", _RW,
+        )  # fmt: skip
+        proc.add_choice_argument(
+            "preserve-colors", "_Keep colors", "Keep the layer's own colors",
+            _choice(PRESERVE_COLORS, ("No", "Luminance only transfer", "Match style histogram")),
+            "none", _RW,
+        )  # fmt: skip
+        proc.add_int_argument(
+            "seed", "Se_ed", "Random seed; -1 = a new one every run", -1, 2**31 - 1, -1, _RW
+        )
+        proc.add_string_argument(
+            "server", "_Server", "Daemon endpoint; empty = the one the installer configured",
+            "", _RW,
+        )  # fmt: skip
+        return proc
+
+    def run(self, procedure, run_mode, image, drawables, config, data):
+        if run_mode == Gimp.RunMode.INTERACTIVE and not _dialog(procedure, config):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        try:
+            if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
+                raise BrushworkError("select exactly one layer (not a mask or a channel)")
+            if drawables[0].is_group():
+                raise BrushworkError("the active layer is a layer group; select a pixel layer")
+            _stylize(image, drawables[0], config)
+        except (BrushworkError, ValueError) as e:
+            return _failure(procedure, str(e))
+        except GLib.Error as e:
+            return _failure(procedure, f"GIMP refused: {e.message}")
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def _dialog(procedure, config):
+    """Interactive run: GIMP's own dialog for the arguments (it remembers the last values)."""
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init("brushwork")
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, "Neural Style Transfer")
+    dialog.fill(None)
+    ok = dialog.run()
+    dialog.destroy()
+    return ok
+
+
+def _failure(procedure, message):
+    """One clear message: GIMP shows it in interactive runs and returns it to callers."""
+    text = f"Neural style transfer: {message}"
+    error = GLib.Error.new_literal(Gimp.PlugIn.error_quark(), text, 0)
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, error)
+
+
+def _stylize(image, layer, config):
+    settings = logic.build_settings(
+        strength=config.get_property("strength"),
+        size=config.get_property("size"),
+        quality=config.get_property("quality"),
+        preserve_colors=config.get_property("preserve-colors"),
+        seed=config.get_property("seed"),
+    )
+    high_bit_depth = image.get_precision() not in _U8
+    style, style_name = _read_style(config, high_bit_depth)
+    box = logic.selection_box(layer.mask_intersect())
+    content = _read_pixels(layer, box, high_bit_depth, layer.has_alpha())
+
+    Gimp.progress_init("Neural style transfer")
+    plugin_config = logic.read_config(os.path.join(_HERE, logic.CONFIG_NAME))
+    endpoint = config.get_property("server").strip() or plugin_config.endpoint
+    with Client(endpoint, timeout=CLIENT_TIMEOUT) as client:
+        Gimp.progress_set_text(f"Connecting to the Brushwork daemon at {endpoint}")
+        logic.ensure_daemon(endpoint, plugin_config, lambda t: client.hello(timeout=t), NoDaemon)
+        Gimp.progress_set_text("Waiting for the daemon")
+        try:
+            result = client.stylize(content, [style], settings, on_event=_show_progress)
+        except DaemonError as e:
+            if e.code == OUT_OF_MEMORY:
+                raise BrushworkError(f"{e} (try a smaller size or a lower quality)") from None
+            raise
+    Gimp.progress_set_text("Adding the result layer")
+    _add_result_layer(image, layer, box, result.image, logic.layer_name(style_name))
+    Gimp.progress_end()
+
+
+def _show_progress(event):
+    if isinstance(event, ProgressReply):
+        Gimp.progress_update(event.iteration / max(1, event.total))
+        eta = f", about {event.eta:.0f} s left" if event.eta is not None else ""
+        Gimp.progress_set_text(f"Stylizing: iteration {event.iteration}/{event.total}{eta}")
+
+
+def _read_style(config, high_bit_depth):
+    """The style's pixels (flattened, no alpha) and its name; an open image wins over a file."""
+    style_image = config.get_property("style-image")
+    if style_image is not None:
+        return _flattened_pixels(style_image.duplicate(), high_bit_depth), style_image.get_name()
+    style_file = config.get_property("style-file")
+    if style_file is None or style_file.get_path() is None:
+        raise BrushworkError("choose a style file or an open style image")
+    path = style_file.get_path()
+    if not os.path.isfile(path):
+        raise BrushworkError(f"the style file {path} does not exist")
+    try:
+        loaded = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, style_file)
+    except GLib.Error as e:
+        raise BrushworkError(f"cannot read the style file {path}: {e.message}") from None
+    if loaded is None:
+        raise BrushworkError(f"cannot read the style file {path}: not an image GIMP can open")
+    return _flattened_pixels(loaded, high_bit_depth), path
+
+
+def _flattened_pixels(scratch_image, high_bit_depth):
+    """Pixels of a throw-away image after flattening it; the image is deleted afterwards."""
+    try:
+        flat = scratch_image.flatten()
+        box = logic.Box(0, 0, flat.get_width(), flat.get_height())
+        return _read_pixels(flat, box, high_bit_depth, alpha=False)
+    finally:
+        scratch_image.delete()
+
+
+def _read_pixels(drawable, box, high_bit_depth, alpha):
+    babl, dtype, channels = logic.wire_format(high_bit_depth, alpha)
+    rect = Gegl.Rectangle.new(box.x, box.y, box.width, box.height)
+    data = drawable.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE)
+    return RawImage(box.width, box.height, channels, dtype, bytes(data))
+
+
+def _add_result_layer(image, source, box, result, name):
+    """The result as a new layer right above the source, masked by the selection: one undo step.
+
+    The daemon answers at the processing size; GIMP scales it back to the box it came from.
+    """
+    layer_type = (
+        Gimp.ImageType.GRAYA_IMAGE
+        if image.get_base_type() == Gimp.ImageBaseType.GRAY
+        else Gimp.ImageType.RGBA_IMAGE
+    )
+    Gimp.context_push()
+    image.undo_group_start()
+    try:
+        layer = Gimp.Layer.new(
+            image, name, result.width, result.height, layer_type, 100.0, Gimp.LayerMode.NORMAL
+        )
+        image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
+        buffer = layer.get_buffer()
+        rect = Gegl.Rectangle.new(0, 0, result.width, result.height)
+        buffer.set(rect, logic.babl_format(result.dtype, result.channels), bytes(result.data))
+        buffer.flush()
+        if (result.width, result.height) != (box.width, box.height):
+            Gimp.context_set_interpolation(Gimp.InterpolationType.CUBIC)
+            layer.scale(box.width, box.height, False)
+        _, off_x, off_y = source.get_offsets()
+        placed = box.moved(off_x, off_y)
+        layer.set_offsets(placed.x, placed.y)
+        if not Gimp.Selection.is_empty(image):
+            layer.add_mask(layer.create_mask(Gimp.AddMaskType.SELECTION))
+        layer.update(0, 0, box.width, box.height)
+    finally:
+        image.undo_group_end()
+        Gimp.context_pop()
+    Gimp.displays_flush()
+
+
+Gimp.main(Brushwork.__gtype__, sys.argv)

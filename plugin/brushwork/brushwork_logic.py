@@ -1,0 +1,297 @@
+"""What the GIMP plug-in decides, without GIMP: argument mapping, geometry, config, autostart.
+
+No GI imports here (standard library and the shipped `brushwork` package only), so every
+decision of the plug-in gets plain unit tests outside GIMP; brushwork.py only moves pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from brushwork.errors import BrushworkError
+from brushwork.protocol import DEFAULT_ENDPOINT
+from brushwork.settings import Settings
+
+CONFIG_NAME = "brushwork.json"  # written by install/install.sh beside the plug-in
+QUALITIES = ("preview", "normal", "high")
+DEFAULT_STRENGTH = 50
+HELLO_TIMEOUT = 2.0  # seconds: a daemon on this machine answers hello in milliseconds
+
+_DEFAULTS = Settings()
+
+
+def style_weight(strength: float) -> float:
+    """Strength 0-100 as a style weight: 50 is the daemon's default, every 25 more is x10.
+
+    A log scale because the useful weights span orders of magnitude; 0 means no style at all.
+    """
+    if not 0 <= strength <= 100:
+        raise ValueError(f"strength must be between 0 and 100, got {strength}")
+    if strength == 0:
+        return 0.0
+    return _DEFAULTS.style_weight * 10 ** ((strength - DEFAULT_STRENGTH) / 25)
+
+
+def quality_steps(quality: str) -> tuple[int, int]:
+    """(iterations, scales) of a quality; "normal" is the daemon's own default."""
+    steps = {
+        "preview": (max(1, _DEFAULTS.iterations // 6), 1),
+        "normal": (_DEFAULTS.iterations, _DEFAULTS.scales),
+        "high": (_DEFAULTS.iterations * 2, min(_DEFAULTS.scales + 1, 8)),
+    }
+    if quality not in steps:
+        raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
+    return steps[quality]
+
+
+def build_settings(
+    *, strength: float, size: int, quality: str, preserve_colors: str, seed: int
+) -> Settings:
+    """The Settings of one run: the plug-in's arguments over the daemon's defaults.
+
+    size 0 keeps the layer's own size; seed < 0 means a new random start every time.
+    """
+    iterations, scales = quality_steps(quality)
+    return _DEFAULTS.replace(
+        size=size,
+        iterations=iterations,
+        scales=scales,
+        style_weight=style_weight(strength),
+        preserve_colors=preserve_colors,
+        seed=None if seed < 0 else seed,
+    )
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle in pixels: x, y of its top-left corner, then its size."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def moved(self, dx: int, dy: int) -> Box:
+        return Box(self.x + dx, self.y + dy, self.width, self.height)
+
+
+def selection_box(intersect: tuple[bool, int, int, int, int]) -> Box:
+    """The part of the layer to send, from Gimp.Drawable.mask_intersect() (layer coordinates).
+
+    GIMP answers the whole layer when nothing is selected, and False when the selection
+    misses the layer: nothing to stylize then.
+    """
+    ok, x, y, width, height = intersect
+    if not ok or width <= 0 or height <= 0:
+        raise BrushworkError("the selection does not touch the active layer")
+    return Box(x, y, width, height)
+
+
+def wire_format(high_bit_depth: bool, alpha: bool) -> tuple[str, str, int]:
+    """(babl format, wire dtype, channels) to read a layer in.
+
+    Non-linear ("R'G'B'") because VGG saw sRGB photos; float keeps 16/32-bit images exact.
+    """
+    channels = 4 if alpha else 3
+    dtype = "f32" if high_bit_depth else "u8"
+    return babl_format(dtype, channels), dtype, channels
+
+
+def babl_format(dtype: str, channels: int) -> str:
+    """The babl format of wire pixels, to read them from or write them into a GEGL buffer."""
+    models = {1: "Y'", 2: "Y'A", 3: "R'G'B'", 4: "R'G'B'A"}
+    types = {"u8": "u8", "u16": "u16", "f32": "float"}
+    if channels not in models or dtype not in types:
+        raise ValueError(f"no babl format for {channels} channels of {dtype}")
+    return f"{models[channels]} {types[dtype]}"
+
+
+def style_label(path_or_name: str) -> str:
+    """A short name for a style: the file name without folder and extension."""
+    name = Path(path_or_name.replace("\\", "/")).name
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    return stem or "style"
+
+
+def layer_name(style: str) -> str:
+    return f"{style_label(style)} style"
+
+
+# --- Config ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """What the installer wrote: where the daemon listens and how to start it."""
+
+    path: str = ""  # the file it came from, for messages
+    endpoint: str = DEFAULT_ENDPOINT
+    daemon_command: tuple[str, ...] = ()  # e.g. (".../venv/bin/brushwork", "serve", "--bind", E)
+    autostart: bool = True
+    daemon_log: str = ""  # where a started daemon's output goes; empty: default_daemon_log()
+    start_timeout: float = 120.0  # seconds to wait for a started daemon's first answer
+
+    @property
+    def can_autostart(self) -> bool:
+        return self.autostart and bool(self.daemon_command)
+
+
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "endpoint": (str,),
+    "daemon_command": (list,),
+    "autostart": (bool,),
+    "daemon_log": (str,),
+    "start_timeout": (int, float),
+}
+
+
+def read_config(path: str | os.PathLike[str]) -> PluginConfig:
+    """The plug-in's config; a missing file gives the defaults (daemon on the default port,
+    nothing to autostart). A broken file is an error naming it, never silently ignored."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return PluginConfig(path=path)
+    except (OSError, ValueError) as e:
+        raise BrushworkError(f"cannot read the plug-in config {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise BrushworkError(f"the plug-in config {path} must hold a JSON object")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        types = _CONFIG_TYPES.get(key)
+        if types is None:
+            raise BrushworkError(f"the plug-in config {path} has an unknown key {key!r}")
+        if not isinstance(value, types) or (bool in types) != isinstance(value, bool):
+            raise BrushworkError(f"the plug-in config {path} has a bad value for {key!r}")
+        values[key] = value
+    command = values.get("daemon_command", [])
+    if not all(isinstance(word, str) and word for word in command):
+        raise BrushworkError(f"daemon_command in {path} must be a list of non-empty strings")
+    values["daemon_command"] = tuple(command)
+    return PluginConfig(path=path, **values)
+
+
+def default_daemon_log() -> str:
+    """Where an autostarted daemon's output goes when the config names no file."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        state = os.environ.get("XDG_STATE_HOME", "")
+        base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return str(base / "brushwork" / "daemon-autostart.log")
+
+
+# --- Autostart -------------------------------------------------------------------------------
+
+Ping = Callable[[float], object]  # asks the daemon hello within a timeout; raises NoDaemon
+
+
+def ensure_daemon(
+    endpoint: str, config: PluginConfig, ping: Ping, no_daemon: type[Exception]
+) -> subprocess.Popen[bytes] | None:
+    """Make sure a daemon answers at `endpoint`; start the configured one if it is allowed to.
+
+    Returns the started process (None when one was already there). The started daemon runs
+    in its own session, so it outlives the plug-in and serves the next call too.
+    """
+    try:
+        ping(HELLO_TIMEOUT)
+        return None
+    except no_daemon as e:
+        if endpoint != config.endpoint:
+            raise BrushworkError(
+                f"{e} (autostart only starts the daemon at {config.endpoint})"
+            ) from None
+        if not config.can_autostart:
+            where = config.path or CONFIG_NAME
+            raise BrushworkError(f"{e}; autostart is off in {where}") from None
+    log = config.daemon_log or default_daemon_log()
+    process = start_daemon(config.daemon_command, log)
+    wait_for_daemon(process, ping, no_daemon, config.start_timeout, log)
+    return process
+
+
+def start_daemon(command: tuple[str, ...], log_path: str) -> subprocess.Popen[bytes]:
+    """Spawn the daemon detached from the plug-in, its output appended to `log_path`."""
+    try:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                **_detached(),
+            )
+    except OSError as e:
+        raise BrushworkError(
+            f"could not start the daemon ({shlex.join(command)}): {e.strerror or e}"
+        ) from None
+
+
+def _detached() -> dict[str, Any]:
+    """Popen options that keep the daemon alive after the plug-in (GIMP kills its group)."""
+    if sys.platform == "win32":
+        flags = (
+            subprocess.DETACHED_PROCESS
+            | subprocess.CREATE_NEW_PROCESS_GROUP
+            | subprocess.CREATE_NO_WINDOW
+        )
+        return {"creationflags": flags}
+    return {"start_new_session": True}
+
+
+def wait_for_daemon(
+    process: subprocess.Popen[bytes],
+    ping: Ping,
+    no_daemon: type[Exception],
+    timeout: float,
+    log_path: str,
+) -> None:
+    """Poll hello until the started daemon answers; fail early if it exits, stop it if it
+    never answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise BrushworkError(
+                f"the daemon exited with status {code} while starting: "
+                f"{last_line(log_path)} (log: {log_path})"
+            )
+        left = deadline - time.monotonic()
+        if left <= 0:
+            # A daemon that hangs while starting would hold the port against the next try.
+            process.terminate()
+            raise BrushworkError(
+                f"the daemon started with `{shlex.join(process.args)}` (pid {process.pid}) did "
+                f"not answer within {timeout:g} s, so it was stopped (log: {log_path})"
+            )
+        try:
+            ping(min(1.0, left))
+            return
+        except no_daemon:
+            continue
+
+
+def last_line(path: str) -> str:
+    """The last non-empty line of a log file: usually the daemon's one-line error."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return next((line.strip() for line in reversed(lines) if line.strip()), "(empty log)")

@@ -1,0 +1,304 @@
+"""The GIMP plug-in's decisions (plugin/brushwork/brushwork_logic.py), tested outside GIMP."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from brushwork.client import Client, NoDaemon
+from brushwork.errors import BrushworkError
+from brushwork.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_logic():
+    # By file path: putting plugin/brushwork on sys.path would let its brushwork.py shadow
+    # the brushwork package.
+    spec = importlib.util.spec_from_file_location(
+        "brushwork_logic", REPO / "plugin" / "brushwork" / "brushwork_logic.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+logic = _load_logic()
+DEFAULTS = Settings()
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+# --- Argument mapping -------------------------------------------------------------------------
+
+
+def test_strength_50_is_the_daemon_default_and_each_25_is_a_decade():
+    assert logic.style_weight(50) == pytest.approx(DEFAULTS.style_weight)
+    assert logic.style_weight(75) == pytest.approx(DEFAULTS.style_weight * 10)
+    assert logic.style_weight(25) == pytest.approx(DEFAULTS.style_weight / 10)
+    assert logic.style_weight(100) == pytest.approx(DEFAULTS.style_weight * 100)
+
+
+def test_strength_0_means_no_style_and_weights_grow_with_strength():
+    assert logic.style_weight(0) == 0.0
+    weights = [logic.style_weight(s) for s in range(101)]
+    assert weights == sorted(weights) and len(set(weights)) == 101
+
+
+@pytest.mark.parametrize("strength", [-1, 100.5, float("nan")])
+def test_strength_out_of_range_is_refused(strength):
+    with pytest.raises(ValueError, match="strength"):
+        logic.style_weight(strength)
+
+
+def test_quality_normal_is_the_default_and_the_others_order_by_work():
+    assert logic.quality_steps("normal") == (DEFAULTS.iterations, DEFAULTS.scales)
+    (pi, ps), (ni, ns), (hi, hs) = (logic.quality_steps(q) for q in logic.QUALITIES)
+    assert pi < ni < hi and ps <= ns <= hs and ps == 1
+
+
+def test_unknown_quality_is_one_clear_error():
+    with pytest.raises(ValueError, match="quality must be one of preview, normal, high"):
+        logic.quality_steps("ultra")
+
+
+def test_settings_take_the_arguments_and_keep_every_other_default():
+    s = logic.build_settings(
+        strength=75, size=384, quality="preview", preserve_colors="luminance", seed=7
+    )
+    iterations, scales = logic.quality_steps("preview")
+    expected = DEFAULTS.replace(
+        size=384,
+        iterations=iterations,
+        scales=scales,
+        style_weight=DEFAULTS.style_weight * 10,
+        preserve_colors="luminance",
+        seed=7,
+    )
+    assert s == expected
+
+
+def test_negative_seed_means_random_and_size_0_keeps_the_layer_size():
+    s = logic.build_settings(strength=50, size=0, quality="normal", preserve_colors="none", seed=-1)
+    assert s.seed is None and s.size == 0
+
+
+def test_bad_preserve_colors_is_refused_by_settings():
+    with pytest.raises(ValueError, match="preserve_colors must be one of"):
+        logic.build_settings(strength=50, size=0, quality="high", preserve_colors="x", seed=0)
+
+
+# --- Geometry and pixel formats ---------------------------------------------------------------
+
+
+def test_selection_box_comes_from_mask_intersect_in_layer_coordinates():
+    box = logic.selection_box((True, 5, 6, 30, 20))
+    assert box == logic.Box(5, 6, 30, 20)
+    assert box.moved(100, -3) == logic.Box(105, 3, 30, 20)
+
+
+@pytest.mark.parametrize("intersect", [(False, 0, 0, 0, 0), (True, 3, 3, 0, 10)])
+def test_selection_outside_the_layer_is_an_error(intersect):
+    with pytest.raises(BrushworkError, match="selection does not touch"):
+        logic.selection_box(intersect)
+
+
+@pytest.mark.parametrize(
+    ("high", "alpha", "expected"),
+    [
+        (False, True, ("R'G'B'A u8", "u8", 4)),
+        (False, False, ("R'G'B' u8", "u8", 3)),
+        (True, True, ("R'G'B'A float", "f32", 4)),
+        (True, False, ("R'G'B' float", "f32", 3)),
+    ],
+)
+def test_wire_format_reads_high_bit_depth_as_float(high, alpha, expected):
+    assert logic.wire_format(high, alpha) == expected
+
+
+def test_babl_format_of_every_wire_image_and_refusals():
+    assert logic.babl_format("u16", 4) == "R'G'B'A u16"
+    assert logic.babl_format("f32", 1) == "Y' float"
+    with pytest.raises(ValueError, match="no babl format"):
+        logic.babl_format("f64", 3)
+
+
+@pytest.mark.parametrize(
+    ("given", "label"),
+    [
+        ("/home/a/styles/starry_night.jpg", "starry_night"),
+        (r"C:\Users\a\Pictures\wave.v2.png", "wave.v2"),
+        ("Untitled", "Untitled"),
+        (".hidden", ".hidden"),
+        ("", "style"),
+    ],
+)
+def test_style_label(given, label):
+    assert logic.style_label(given) == label
+    assert logic.layer_name(given) == f"{label} style"
+
+
+# --- Config -------------------------------------------------------------------------------------
+
+
+def test_missing_config_gives_defaults_without_autostart(tmp_path):
+    config = logic.read_config(tmp_path / "brushwork.json")
+    assert config.endpoint == "tcp://127.0.0.1:5580"
+    assert config.daemon_command == () and not config.can_autostart
+
+
+def test_config_as_the_installer_writes_it(tmp_path):
+    path = tmp_path / "brushwork.json"
+    command = ["/opt/bw/bin/brushwork", "serve", "--bind", "tcp://127.0.0.1:6000"]
+    path.write_text(json.dumps({"endpoint": "tcp://127.0.0.1:6000", "daemon_command": command}))
+    config = logic.read_config(path)
+    assert config.endpoint == "tcp://127.0.0.1:6000"
+    assert config.daemon_command == tuple(command) and config.can_autostart
+    assert config.path == str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", "cannot read the plug-in config"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"endpont": "tcp://x:1"}', "unknown key 'endpont'"),
+        ('{"autostart": "yes"}', "bad value for 'autostart'"),
+        ('{"start_timeout": true}', "bad value for 'start_timeout'"),
+        ('{"daemon_command": "brushwork serve"}', "bad value for 'daemon_command'"),
+        ('{"daemon_command": ["brushwork", ""]}', "list of non-empty strings"),
+    ],
+)
+def test_broken_config_is_one_line_naming_the_file(tmp_path, text, problem):
+    path = tmp_path / "brushwork.json"
+    path.write_text(text)
+    with pytest.raises(BrushworkError, match=problem) as e:
+        logic.read_config(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+# --- Autostart ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def quick_hello(monkeypatch):
+    """Nobody listens on the test ports: the first hello need not wait the full 2 s."""
+    monkeypatch.setattr(logic, "HELLO_TIMEOUT", 0.3)
+
+
+def config_for(tmp_path, endpoint, command, **extra):
+    return logic.PluginConfig(
+        path=str(tmp_path / "brushwork.json"),
+        endpoint=endpoint,
+        daemon_command=tuple(command),
+        daemon_log=str(tmp_path / "log" / "daemon.log"),
+        **extra,
+    )
+
+
+def real_ping(client):
+    return lambda timeout: client.hello(timeout=timeout)
+
+
+def test_no_daemon_and_autostart_off_names_the_endpoint_and_the_config(tmp_path):
+    endpoint = free_endpoint()
+    config = config_for(tmp_path, endpoint, ["brushwork", "serve"], autostart=False)
+    with Client(endpoint) as client, pytest.raises(BrushworkError) as e:
+        logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon)
+    assert f"no daemon at {endpoint}" in str(e.value)
+    assert f"autostart is off in {config.path}" in str(e.value)
+
+
+def test_autostart_only_starts_the_configured_endpoint(tmp_path):
+    endpoint, other = free_endpoint(), free_endpoint()
+    config = config_for(tmp_path, endpoint, ["brushwork", "serve"])
+    with Client(other) as client, pytest.raises(BrushworkError, match="autostart only starts"):
+        logic.ensure_daemon(other, config, real_ping(client), NoDaemon)
+
+
+def test_a_missing_daemon_command_is_a_clear_error(tmp_path):
+    endpoint = free_endpoint()
+    config = config_for(tmp_path, endpoint, [str(tmp_path / "nope" / "brushwork"), "serve"])
+    with Client(endpoint) as client, pytest.raises(BrushworkError) as e:
+        logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon)
+    assert str(e.value).startswith("could not start the daemon (")
+    assert "No such file or directory" in str(e.value)
+
+
+def test_a_daemon_that_dies_while_starting_reports_its_last_log_line(tmp_path):
+    endpoint = free_endpoint()
+    script = "import sys; print('starting'); print('error: weights missing'); sys.exit(3)"
+    config = config_for(tmp_path, endpoint, [sys.executable, "-c", script])
+    with Client(endpoint) as client, pytest.raises(BrushworkError) as e:
+        logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon)
+    assert "exited with status 3 while starting: error: weights missing" in str(e.value)
+    assert config.daemon_log in str(e.value)
+
+
+def test_a_daemon_that_never_answers_is_stopped_after_the_timeout(tmp_path):
+    endpoint = free_endpoint()
+    config = config_for(
+        tmp_path,
+        endpoint,
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        start_timeout=1.5,
+    )
+    with Client(endpoint) as client, pytest.raises(BrushworkError) as e:
+        logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon)
+    assert "did not answer within 1.5 s" in str(e.value)
+    pid = int(str(e.value).rsplit("pid ", 1)[1].split(")")[0])
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead too: the test process is its parent and has not reaped it.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.mark.weights
+def test_autostart_spawns_the_real_daemon_detached_and_it_serves(tmp_path, weights_file):
+    endpoint = free_endpoint()
+    command = [
+        str(REPO / ".venv" / "bin" / "brushwork"),
+        "serve",
+        "--bind",
+        endpoint,
+        "--weights",
+        str(weights_file),
+        "--log-file",
+        str(tmp_path / "serve.log"),
+    ]
+    config = config_for(tmp_path, endpoint, command)
+    with Client(endpoint) as client:
+        process = logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon)
+        try:
+            assert process is not None
+            # Own session: GIMP killing the plug-in's process group does not take it down.
+            assert os.getsid(process.pid) == process.pid != os.getsid(0)
+            assert client.hello().protocol == 1
+            # The next call finds it up and starts nothing.
+            assert logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon) is None
+        finally:
+            process.terminate()
+            assert process.wait(timeout=30) == 0  # SIGTERM: the daemon stops cleanly
+    assert Path(config.daemon_log).stat().st_size > 0  # its output went to the log file
