@@ -1,0 +1,403 @@
+"""The one Brushwork client: talks to `brushwork serve` over ZeroMQ (pyzmq + standard library).
+
+The CLI and the GIMP plug-in both use this module; it imports only the standard library, zmq
+and its siblings ``errors``, ``settings`` and ``protocol`` (the plug-in ships copies of them).
+One ``Client`` per thread: ZeroMQ sockets are not thread-safe.
+
+Example::
+
+    from brushwork.client import Client, NoDaemon
+    from brushwork.protocol import PreviewReply, ProgressReply, RawImage
+    from brushwork.settings import Settings
+
+    content = RawImage(width=640, height=480, channels=4, dtype="u8", data=rgba_bytes)
+    style = RawImage(width=512, height=512, channels=3, dtype="u8", data=rgb_bytes)
+    try:
+        with Client("tcp://127.0.0.1:5580", timeout=5.0) as client:
+            print("daemon on", client.hello().device)
+            job = client.submit(content, [style], Settings(size=0, iterations=200),
+                                preview_every=50)
+            for event in client.events(job):  # heartbeats go out while you iterate
+                if isinstance(event, ProgressReply):
+                    print(f"{event.iteration}/{event.total}, ~{event.eta or 0:.0f} s left")
+                elif isinstance(event, PreviewReply):
+                    show(event.image)  # u8 RGB, long side <= preview_size
+            result = event  # the last event is the ResultReply
+            pixels = bytes(result.image.data)  # 640x480x4 u8, like the content
+    except NoDaemon as e:     # nobody answered within the timeout: start `brushwork serve`
+        ...
+    except DaemonError as e:  # the daemon refused or the job failed: e.code, str(e) (one line)
+        ...
+
+``client.stylize(content, styles, settings, on_event=callback)`` does submit + wait in one call
+and cancels the job if the caller is interrupted. Stopping to iterate ``events`` (or killing
+the process) stops the heartbeats, and the daemon cancels the job within a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Sequence
+from pathlib import Path
+
+import zmq
+
+from brushwork import protocol
+from brushwork.errors import BrushworkError
+from brushwork.protocol import (
+    AcceptedReply,
+    CancelRequest,
+    ErrorReply,
+    HeartbeatReply,
+    HeartbeatRequest,
+    HelloReply,
+    HelloRequest,
+    InfoReply,
+    InfoRequest,
+    Message,
+    PreviewReply,
+    ProgressReply,
+    RawImage,
+    ResultReply,
+    StatusReply,
+    StatusRequest,
+    SubmitRequest,
+)
+from brushwork.settings import Settings
+
+ENV_SERVER = "BRUSHWORK_SERVER"
+ENV_SERVER_KEY = "BRUSHWORK_SERVER_KEY"
+ENV_CLIENT_KEY = "BRUSHWORK_CLIENT_KEY"
+HEARTBEAT_INTERVAL = 1.0  # seconds between heartbeats while waiting on jobs
+DEFAULT_TIMEOUT = 10.0
+_UPLOAD_RATE = 10e6  # bytes/s assumed for a submit's frames when waiting for `accepted`
+
+JobEvent = ProgressReply | PreviewReply | ResultReply | ErrorReply
+
+
+class NoDaemon(BrushworkError):
+    """Nothing answered at the endpoint within the timeout (or it stopped answering)."""
+
+
+class DaemonError(BrushworkError):
+    """The daemon refused a request or a job failed: ``code`` is a protocol error code."""
+
+    def __init__(self, code: str, message: str, job: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.job = job
+
+
+def resolve_endpoint(endpoint: str | None = None) -> str:
+    """The endpoint given, else $BRUSHWORK_SERVER, else the default tcp://127.0.0.1:5580."""
+    return endpoint or os.environ.get(ENV_SERVER) or protocol.DEFAULT_ENDPOINT
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Client:
+    """A DEALER connection to one daemon. Blocking calls; every wait is bounded by `timeout`."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        server_key: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        """Connect (lazily: nothing is checked until the first request).
+
+        endpoint: e.g. "tcp://127.0.0.1:5580" or "ipc:///run/user/1000/brushwork.sock";
+            None -> resolve_endpoint().
+        timeout: seconds to wait for any answer before raising NoDaemon.
+        server_key: the daemon's CURVE public key (40-char Z85 text, or its .key file from
+            `brushwork keys generate`); None -> $BRUSHWORK_SERVER_KEY, else plain TCP.
+        client_key: this client's CURVE secret key file (`brushwork keys generate --client`),
+            needed when the daemon authorizes clients; None -> $BRUSHWORK_CLIENT_KEY, else a
+            fresh key pair.
+        """
+        self.endpoint = resolve_endpoint(endpoint)
+        self.timeout = timeout
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 500)  # let a last cancel leave on close
+        server_key = server_key or os.environ.get(ENV_SERVER_KEY) or None
+        if server_key is not None:
+            client_key = client_key or os.environ.get(ENV_CLIENT_KEY) or None
+            _set_curve_client(self._socket, server_key, client_key)
+        self._socket.connect(self.endpoint)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._events: dict[str, deque[JobEvent]] = {}  # job events read while doing else
+        self._replies: dict[str, Message] = {}  # direct replies by ref
+        self._limits: HelloReply | None = None
+        self._heard_once = False
+        self._last_heard = time.monotonic()
+        self._last_sent = 0.0
+
+    # --- Requests ---------------------------------------------------------------------------
+
+    def hello(self, timeout: float | None = None) -> HelloReply:
+        """Ping: the daemon's version, device and limits. Raises NoDaemon."""
+        reply = self._request(HelloRequest(ref=_ref()), timeout)
+        assert isinstance(reply, HelloReply)
+        self._limits = reply
+        return reply
+
+    def info(self) -> InfoReply:
+        """Version, device, memory, weights and the job queue."""
+        reply = self._request(InfoRequest(ref=_ref()))
+        assert isinstance(reply, InfoReply)
+        return reply
+
+    def status(self, job: str) -> StatusReply:
+        reply = self._request(StatusRequest(ref=_ref(), job=job))
+        assert isinstance(reply, StatusReply)
+        return reply
+
+    def cancel(self, job: str) -> StatusReply:
+        """Ask the daemon to cancel a job (anyone's). The reply is its state right after:
+        queued jobs are cancelled at once, a running one within one iteration."""
+        reply = self._request(CancelRequest(ref=_ref(), job=job))
+        assert isinstance(reply, StatusReply)
+        return reply
+
+    def submit(
+        self,
+        content: RawImage,
+        styles: Sequence[RawImage],
+        settings: Settings,
+        *,
+        init: RawImage | None = None,
+        job: str | None = None,
+        preview_every: int = 0,
+        preview_size: int = 256,
+        output_dtype: str | None = None,
+    ) -> str:
+        """Queue a stylization; returns its job id once the daemon accepted it.
+
+        Resubmitting with the same `job` id (e.g. after a timeout) never starts a second run.
+        Images over the daemon's limits are refused here, before sending them.
+        """
+        job = job or new_job_id()
+        request = SubmitRequest(
+            ref=_ref(),
+            job=job,
+            settings=settings,
+            content=content,
+            styles=list(styles),
+            init=init,
+            preview_every=preview_every,
+            preview_size=preview_size,
+            output_dtype=output_dtype,
+        )
+        self._check_limits([content, *styles, *([init] if init else [])])
+        size = sum(i.nbytes for i in [content, *styles] + ([init] if init else []))
+        reply = self._request(request, self.timeout + size / _UPLOAD_RATE)
+        assert isinstance(reply, AcceptedReply)
+        self._events.setdefault(job, deque())
+        return job
+
+    # --- Waiting on jobs --------------------------------------------------------------------
+
+    def next_event(self, jobs: Collection[str]) -> JobEvent:
+        """The next event of any of `jobs` (errors returned, not raised). Sends heartbeats.
+
+        For clients that run several jobs at once (batch); most callers want events().
+        """
+        for job in jobs:
+            if self._events.get(job):
+                return self._events[job].popleft()
+        since = time.monotonic()
+        while True:
+            self._heartbeat(jobs, since)
+            message = self._receive(min(HEARTBEAT_INTERVAL, self.timeout))
+            if message is None or message.ref is not None:  # a late reply to a timed-out call
+                continue
+            if isinstance(message, HeartbeatReply):
+                for job in set(message.unknown) & set(jobs):
+                    return ErrorReply(
+                        code=protocol.UNKNOWN_JOB,
+                        message=f"the daemon at {self.endpoint} no longer knows job {job} "
+                        "(was it restarted?)",
+                        job=job,
+                    )
+                continue
+            job = getattr(message, "job", None)
+            if job in jobs:
+                return message
+            if job is not None:
+                self._events.setdefault(job, deque()).append(message)
+
+    def events(self, job: str) -> Iterator[ProgressReply | PreviewReply | ResultReply]:
+        """Progress and previews of `job`, ending with its ResultReply.
+
+        Raises DaemonError when the job fails or is cancelled (code "cancelled").
+        """
+        while True:
+            event = self.next_event((job,))
+            if isinstance(event, ErrorReply):
+                self._events.pop(job, None)
+                raise DaemonError(event.code, event.message, job)
+            yield event
+            if isinstance(event, ResultReply):
+                self._events.pop(job, None)
+                return
+
+    def wait(
+        self, job: str, on_event: Callable[[ProgressReply | PreviewReply], None] | None = None
+    ) -> ResultReply:
+        """Block until `job` ends; its progress and previews go to `on_event`."""
+        for event in self.events(job):
+            if isinstance(event, ResultReply):
+                return event
+            if on_event is not None:
+                on_event(event)
+        raise AssertionError("events() ends with a result or raises")
+
+    def stylize(
+        self,
+        content: RawImage,
+        styles: Sequence[RawImage],
+        settings: Settings,
+        *,
+        on_event: Callable[[ProgressReply | PreviewReply], None] | None = None,
+        **submit_options,
+    ) -> ResultReply:
+        """submit() + wait(). An exception while waiting (Ctrl-C, one raised by `on_event`, a
+        lost daemon) cancels the job; a DaemonError about the job itself means it has ended."""
+        job = self.submit(content, styles, settings, **submit_options)
+        try:
+            return self.wait(job, on_event)
+        except BaseException as e:
+            if not (isinstance(e, DaemonError) and e.job == job):
+                self._send(CancelRequest(job=job))  # no wait for the reply: we are leaving
+            raise
+
+    # --- Lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- Internals --------------------------------------------------------------------------
+
+    def _check_limits(self, images: list[RawImage]) -> None:
+        limits = self._limits or self.hello()
+        for image in images:
+            if image.pixels > limits.max_pixels:
+                raise DaemonError(
+                    protocol.TOO_LARGE,
+                    f"a {image.width}x{image.height} image is {image.pixels / 1e6:.1f} Mpx; the "
+                    f"daemon at {self.endpoint} takes at most {limits.max_pixels / 1e6:.1f} Mpx",
+                )
+            if image.nbytes > limits.max_message_bytes:
+                raise DaemonError(
+                    protocol.TOO_LARGE,
+                    f"a {image.width}x{image.height}x{image.channels} {image.dtype} image is "
+                    f"{image.nbytes / 2**20:.0f} MiB; the daemon at {self.endpoint} takes "
+                    f"frames of at most {limits.max_message_bytes / 2**20:.0f} MiB",
+                )
+
+    def _request(self, request: Message, timeout: float | None = None) -> Message:
+        """Send and wait for the reply carrying the same ref; error replies are raised."""
+        self._send(request)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while request.ref not in self._replies:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._no_answer()
+            message = self._receive(left)
+            if message is None:
+                continue
+            job = getattr(message, "job", None)
+            if message.ref is not None:
+                self._replies[message.ref] = message
+            elif job is not None and not isinstance(message, HeartbeatReply):
+                self._events.setdefault(job, deque()).append(message)
+        reply = self._replies.pop(request.ref)
+        if isinstance(reply, ErrorReply):
+            raise DaemonError(reply.code, reply.message, reply.job)
+        return reply
+
+    def _send(self, message: Message) -> None:
+        self._socket.send_multipart(protocol.encode(message), copy=False)
+        self._last_sent = time.monotonic()
+
+    def _heartbeat(self, jobs: Collection[str], since: float) -> None:
+        """Send one if due; raise NoDaemon after `timeout` s of silence (the daemon answers
+        every heartbeat, so silence means it is gone or wedged)."""
+        now = time.monotonic()
+        if now - self._last_sent >= HEARTBEAT_INTERVAL:
+            self._send(HeartbeatRequest(jobs=sorted(jobs)))
+        if now - max(self._last_heard, since) > self.timeout:
+            raise self._no_answer()
+
+    def _receive(self, timeout: float) -> Message | None:
+        """One decoded message, or None if none came within `timeout` seconds."""
+        if not self._poller.poll(max(0, int(timeout * 1000))):
+            return None
+        frames = self._socket.recv_multipart()
+        self._heard_once = True
+        self._last_heard = time.monotonic()
+        try:
+            return protocol.decode_reply(frames)
+        except protocol.ProtocolError as e:
+            raise BrushworkError(f"the daemon at {self.endpoint} sent a bad reply: {e}") from None
+
+    def _no_answer(self) -> NoDaemon:
+        if self._heard_once:
+            return NoDaemon(
+                f"the daemon at {self.endpoint} stopped answering (nothing for {self.timeout:g} s)"
+            )
+        return NoDaemon(
+            f"no daemon at {self.endpoint} (no answer in {self.timeout:g} s; "
+            "start one with `brushwork serve`)"
+        )
+
+
+def _ref() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _set_curve_client(
+    socket: zmq.Socket,
+    server_key: str | os.PathLike[str],
+    client_key: str | os.PathLike[str] | None,
+) -> None:
+    import zmq.auth
+
+    if not zmq.has("curve"):
+        raise BrushworkError("this libzmq has no CURVE support; cannot use a server key")
+    text = str(server_key)
+    if len(text) == 40 and not Path(text).exists():
+        public = text.encode()
+    else:
+        try:
+            public, _ = zmq.auth.load_certificate(text)
+        except (OSError, ValueError) as e:
+            raise BrushworkError(f"{text}: not a CURVE public key file ({e})") from None
+    if client_key is None:
+        client_public, client_secret = zmq.curve_keypair()
+    else:
+        try:
+            client_public, client_secret = zmq.auth.load_certificate(str(client_key))
+        except (OSError, ValueError) as e:
+            raise BrushworkError(f"{client_key}: not a CURVE key file ({e})") from None
+        if client_secret is None:
+            raise BrushworkError(f"{client_key}: holds no secret key (use the .key_secret file)")
+    socket.curve_serverkey = public
+    socket.curve_publickey = client_public
+    socket.curve_secretkey = client_secret

@@ -1,0 +1,266 @@
+"""`brushwork batch INPUTS... --style S [S ...] -o OUTDIR`: many images, one style, a daemon.
+
+Inputs are files, folders (their images, not recursive) and glob patterns. Every job goes over
+the socket to the daemon; when none answers (and no --server was given) the batch runs a
+daemon on a thread of its own process for its duration. Outputs are written atomically and
+an output that already exists is skipped, so running the same command again resumes an
+interrupted batch; --overwrite redoes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from brushwork.client import Client, JobEvent, NoDaemon
+from brushwork.commands.stylize import add_settings_arguments, settings_from_args
+from brushwork.errors import BrushworkError
+from brushwork.protocol import ErrorReply, ProgressReply, RawImage, ResultReply
+from brushwork.remote import PROBE_TIMEOUT, add_server_arguments
+from brushwork.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+IN_FLIGHT = 2  # jobs handed to the daemon at once: the next one is queued while one runs
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".tga"}
+
+
+@dataclass
+class Item:
+    index: int  # 1-based, for "[3/10]"
+    source: Path
+    output: Path
+    job: str | None = None
+    bit_depth: int = 8
+    started: float = 0.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from brushwork.weights import add_weights_argument
+
+    p = sub.add_parser(
+        "batch", help="stylize many images through the daemon (resumable)", description=__doc__
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument(
+        "--style", nargs="+", required=True, type=Path, metavar="S", help="style image(s)"
+    )
+    p.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR")
+    p.add_argument(
+        "--format",
+        default="png",
+        metavar="EXT",
+        help="output file type: png (keeps 16 bits and alpha), jpg, tif... (default %(default)s)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    add_settings_arguments(p)
+    add_server_arguments(p)
+    local = p.add_argument_group("daemon started by the batch when none answers")
+    local.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    add_weights_argument(local)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from brushwork import images
+
+    settings = settings_from_args(args, len(args.style))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    items = plan(args.inputs, args.output_dir, "." + args.format.lstrip("."))
+    images.check_output_path(items[0].output)
+    todo = [i for i in items if args.overwrite or not i.output.exists()]
+    skipped = len(items) - len(todo)
+    if skipped:
+        print(f"brushwork: {skipped} of {len(items)} outputs exist: skipped", file=sys.stderr)
+    if not todo:
+        return 0
+    styles = [_raw(images.load(p)) for p in args.style]
+    init = _raw(images.load(args.init)) if settings.init == "image" else None
+
+    with _daemon(args) as client:
+        failures = Batch(client, settings, styles, init, len(items)).run(todo)
+    done = len(todo) - len(failures)
+    print(
+        f"brushwork: batch finished: {done} written, {skipped} skipped, {len(failures)} failed",
+        file=sys.stderr,
+    )
+    for _, message in failures:
+        print(f"  FAILED {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def plan(inputs: list[str], out_dir: Path, suffix: str) -> list[Item]:
+    """Input files in order (duplicates once) with their outputs; clashing names are refused."""
+    sources: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            found = [path]
+        else:  # a pattern the shell did not expand (quoted, or on Windows)
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not found:
+                raise BrushworkError(f"{text}: no such file, folder or matching files")
+        sources += [p for p in found if p.resolve() not in {s.resolve() for s in sources}]
+    if not sources:
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise BrushworkError(f"no input images (folders are searched for {kinds})")
+    by_output: dict[Path, Path] = {}
+    items = []
+    for index, source in enumerate(sources, 1):
+        output = out_dir / (source.stem + suffix)
+        if output in by_output:
+            raise BrushworkError(f"{by_output[output]} and {source} would both write {output}")
+        by_output[output] = source
+        items.append(Item(index, source, output))
+    return items
+
+
+class Batch:
+    """Keeps IN_FLIGHT jobs on the daemon, writes results as they come, collects failures."""
+
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        styles: list[RawImage],
+        init: RawImage | None,
+        total: int,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.styles = styles
+        self.init = init
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self.failures: list[tuple[Item, str]] = []
+
+    def run(self, todo: list[Item]) -> list[tuple[Item, str]]:
+        waiting = list(reversed(todo))
+        running: dict[str, Item] = {}
+        try:
+            while waiting or running:
+                while waiting and len(running) < IN_FLIGHT:
+                    item = waiting.pop()
+                    if self._submit(item):
+                        running[item.job] = item
+                if running:
+                    self._handle(self.client.next_event(running), running)
+        except BaseException:
+            for job in running:  # leave nothing running for a batch that is gone
+                with contextlib.suppress(BrushworkError):
+                    self.client.cancel(job)
+            raise
+        return self.failures
+
+    def _submit(self, item: Item) -> bool:
+        from brushwork import images
+
+        try:
+            content = images.load(item.source)
+            item.bit_depth = 8 if content.dtype == "uint8" else 16
+            item.job = self.client.submit(
+                _raw(content), self.styles, self.settings, init=self.init, output_dtype="f32"
+            )
+        except NoDaemon:
+            raise
+        except BrushworkError as e:  # unreadable file, too large, bad input...
+            self._fail(item, str(e))
+            return False
+        item.started = time.monotonic()
+        return True
+
+    def _handle(self, event: JobEvent, running: dict[str, Item]) -> None:
+        from brushwork import images, pixels
+
+        item = running[event.job]
+        if isinstance(event, ProgressReply):
+            if self.tty:
+                eta = f", ~{event.eta:.0f} s left" if event.eta is not None else ""
+                sys.stderr.write(
+                    f"\r[{item.index}/{self.total}] {item.source.name}: "
+                    f"{event.iteration}/{event.total}{eta}\033[K"
+                )
+                sys.stderr.flush()
+            return
+        if isinstance(event, ErrorReply):
+            del running[event.job]
+            self._fail(item, event.message)
+        elif isinstance(event, ResultReply):
+            del running[event.job]
+            try:
+                images.save(item.output, pixels.to_array(event.image), bit_depth=item.bit_depth)
+            except (BrushworkError, OSError) as e:
+                self._fail(item, f"cannot write {item.output}: {e}")
+                return
+            self._say(f"wrote {item.output} ({time.monotonic() - item.started:.1f} s)", item)
+
+    def _fail(self, item: Item, message: str) -> None:
+        if str(item.source) not in message:
+            message = f"{item.source}: {message}"
+        self.failures.append((item, message))
+        self._say(f"FAILED {message}", item)
+
+    def _say(self, text: str, item: Item) -> None:
+        clear = "\r\033[K" if self.tty else ""
+        print(f"{clear}[{item.index}/{self.total}] {text}", file=sys.stderr)
+
+
+def _raw(array: np.ndarray) -> RawImage:
+    from brushwork import pixels
+
+    return pixels.from_array(array)
+
+
+@contextlib.contextmanager
+def _daemon(args: argparse.Namespace) -> Iterator[Client]:
+    """A client of the daemon that answers; else of one started here, on a thread."""
+    from brushwork.remote import client_from_args
+
+    client = client_from_args(args, timeout=PROBE_TIMEOUT)
+    try:
+        device = client.hello().device
+    except NoDaemon:
+        client.close()
+        if args.server:  # asked for that one: no silent fallback
+            raise
+        device = None
+    if device is None:
+        with _local_daemon(args) as local:
+            yield local
+        return
+    print(f"brushwork: batch on the daemon at {client.endpoint} ({device})", file=sys.stderr)
+    client.timeout = 10.0  # it answered: from now on, silence means it went away
+    with client:
+        yield client
+
+
+@contextlib.contextmanager
+def _local_daemon(args: argparse.Namespace) -> Iterator[Client]:
+    from brushwork.server import build
+
+    server, engine = build(["tcp://127.0.0.1:*"], args.device, args.weights)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(engine, stop), daemon=True)
+    thread.start()
+    print(
+        f"brushwork: no daemon answered; running one inside this batch on {engine.device}",
+        file=sys.stderr,
+    )
+    try:
+        with Client(server.endpoints[0], timeout=30.0) as client:
+            yield client
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

@@ -1,0 +1,38 @@
+"""`brushwork cancel JOB`: stop a queued or running job on the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from brushwork.errors import BrushworkError
+from brushwork.protocol import FINISHED_STATES
+from brushwork.remote import add_server_arguments, client_from_args
+
+WAIT = 30.0  # a running job stops within one iteration; this bounds a very slow one
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cancel", help="cancel a job on the daemon (ids: `brushwork info`)")
+    p.add_argument("job", help="job id")
+    add_server_arguments(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with client_from_args(args, timeout=3.0) as client:
+        status = client.status(args.job)
+        if status.state in FINISHED_STATES:
+            print(f"brushwork: job {args.job} had already ended ({status.state})", file=sys.stderr)
+            return 0
+        status = client.cancel(args.job)
+        deadline = time.monotonic() + WAIT
+        while status.state not in FINISHED_STATES:
+            if time.monotonic() > deadline:
+                raise BrushworkError(f"job {args.job} did not stop within {WAIT:g} s")
+            time.sleep(0.1)
+            status = client.status(args.job)
+    outcome = "cancelled" if status.state == "cancelled" else f"ended first ({status.state})"
+    print(f"brushwork: job {args.job} {outcome}", file=sys.stderr)
+    return 0

@@ -1,0 +1,73 @@
+"""`brushwork info`: what the daemon runs on and its job queue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from brushwork.remote import add_server_arguments, client_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show the daemon's device, memory, weights and queue")
+    add_server_arguments(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with client_from_args(args, timeout=3.0) as client:
+        info = client.info()
+        endpoint = client.endpoint
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "version": info.server,
+                    "protocol": info.protocol,
+                    "endpoint": endpoint,
+                    "device": info.device,
+                    "device_name": info.device_name,
+                    "memory": info.memory,
+                    "weights": info.weights,
+                    "limits": {
+                        "max_pixels": info.max_pixels,
+                        "max_message_bytes": info.max_message_bytes,
+                        "max_queue": info.max_queue,
+                        "heartbeat_timeout": info.heartbeat_timeout,
+                    },
+                    "uptime": info.uptime,
+                    "queue": info.queue,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    memory = f"{_gib(info.memory.get('total'))} total"
+    if info.memory.get("free") is not None:
+        memory += f", {_gib(info.memory['free'])} free"
+    print(f"brushwork daemon {info.server} at {endpoint} (protocol {info.protocol})")
+    print(f"device   {info.device} ({info.device_name}), {memory}")
+    print(f"weights  {info.weights}")
+    print(
+        f"limits   {info.max_pixels / 1e6:.1f} Mpx per image, {info.max_queue} jobs queued, "
+        f"heartbeat timeout {info.heartbeat_timeout:g} s"
+    )
+    print(f"uptime   {info.uptime / 60:.0f} min")
+    if not info.queue:
+        print("queue    empty")
+    for job in info.queue:
+        line = f"  {job['id']:<34} {job['state']:<9} {job['iteration']}/{job['total']}"
+        if job["state"] == "queued":
+            line += f"  position {job['position']}"
+        elif job.get("finished") and job.get("started"):
+            line += f"  {time.strftime('%H:%M:%S', time.localtime(job['finished']))}"
+        if job.get("error"):
+            line += f"  {job['error']}"
+        print(line)
+    return 0
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.1f} GiB"

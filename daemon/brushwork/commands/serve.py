@@ -1,0 +1,109 @@
+"""`brushwork serve`: the daemon. Loads VGG16 once and runs jobs sent over ZeroMQ."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from brushwork import xdg
+from brushwork.protocol import DEFAULT_ENDPOINT
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from brushwork.weights import add_weights_argument
+
+    p = sub.add_parser(
+        "serve",
+        help="run the daemon that the plug-in, `batch` and `stylize --server` talk to",
+        description=__doc__,
+    )
+    p.add_argument(
+        "--bind",
+        action="append",
+        metavar="ENDPOINT",
+        help=f"where to listen, repeatable: tcp://HOST:PORT or ipc://PATH (default "
+        f"{DEFAULT_ENDPOINT}); anything beyond loopback needs CURVE keys",
+    )
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default %(default)s)")
+    add_weights_argument(p)
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="largest image (and output) in pixels (default: device memory / 1 KiB)",
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=16, metavar="N", help="jobs waiting (default %(default)s)"
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="cancel the jobs of a client silent this long (default %(default)g s)",
+    )
+    p.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="CURVE key folder from `brushwork keys generate` (default ~/.config/brushwork/keys)",
+    )
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help=f"log file, besides stderr (default {xdg.state_dir() / 'daemon.log'})",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from brushwork.errors import BrushworkError
+    from brushwork.server import build
+
+    if args.max_queue < 1 or args.heartbeat_timeout <= 0:
+        raise BrushworkError("--max-queue must be at least 1 and --heartbeat-timeout above 0")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise BrushworkError("--max-pixels must be at least 1")
+    log_file = _configure_logging(args.log_file or xdg.state_dir() / "daemon.log")
+    logging.getLogger("brushwork.server").info("log file %s", log_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())  # serve() notices within 0.1 s
+    server, engine = build(
+        args.bind or [DEFAULT_ENDPOINT],
+        args.device,
+        args.weights,
+        max_pixels=args.max_pixels,
+        max_queue=args.max_queue,
+        heartbeat_timeout=args.heartbeat_timeout,
+        keys_dir=args.keys,
+    )
+    try:
+        server.serve(engine, stop)
+    finally:
+        server.close()
+    return 0
+
+
+def _configure_logging(path: Path) -> Path:
+    log = logging.getLogger("brushwork")
+    log.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s brushwork[%(process)d] %(levelname)s %(message)s")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(fmt)
+    log.addHandler(stderr)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=1 << 20, backupCount=3)
+    except OSError as e:
+        log.warning("no log file: %s", e)
+        return path
+    handler.setFormatter(fmt)
+    log.addHandler(handler)
+    return path

@@ -1,0 +1,127 @@
+"""The CLI's way to a daemon: the `--server` options, and an Engine look-alike that runs
+`stylize` on a daemon (numpy arrays in and out, the same signature and result as
+Engine.stylize for the arguments the CLI uses)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from brushwork import pixels
+from brushwork.client import (
+    ENV_CLIENT_KEY,
+    ENV_SERVER,
+    ENV_SERVER_KEY,
+    Client,
+    DaemonError,
+    NoDaemon,
+)
+from brushwork.protocol import CANCELLED, DEFAULT_ENDPOINT, ProgressReply
+from brushwork.settings import Settings
+
+if TYPE_CHECKING:
+    from brushwork.engine import CancelToken, Result
+
+PROBE_TIMEOUT = 1.0  # seconds a daemon has to answer before the CLI runs in-process
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--server and --server-key, shared by every command that talks to a daemon."""
+    parser.add_argument(
+        "--server",
+        metavar="ENDPOINT",
+        help=f"daemon to use (default ${ENV_SERVER}, else {DEFAULT_ENDPOINT})",
+    )
+    parser.add_argument(
+        "--server-key",
+        metavar="KEY",
+        help=f"the daemon's CURVE public key or its .key file (default ${ENV_SERVER_KEY})",
+    )
+    parser.add_argument(
+        "--client-key",
+        metavar="FILE",
+        help=f"this client's CURVE .key_secret file, for daemons that authorize clients "
+        f"(default ${ENV_CLIENT_KEY})",
+    )
+
+
+def client_from_args(args: argparse.Namespace, timeout: float = 10.0) -> Client:
+    return Client(
+        args.server, timeout=timeout, server_key=args.server_key, client_key=args.client_key
+    )
+
+
+def connect(args: argparse.Namespace) -> RemoteEngine | None:
+    """A RemoteEngine if a daemon answers within PROBE_TIMEOUT, else None; an explicit
+    --server that does not answer is an error (NoDaemon), not a fallback."""
+    client = client_from_args(args, timeout=PROBE_TIMEOUT)
+    try:
+        device = client.hello().device
+    except NoDaemon:
+        client.close()
+        if args.server:
+            raise
+        return None
+    client.timeout = 10.0  # it answered: from now on, silence means it went away
+    return RemoteEngine(client, device)
+
+
+class RemoteEngine:
+    """Runs Engine.stylize on a daemon. `device` is the daemon's, as text."""
+
+    def __init__(self, client: Client, device: str) -> None:
+        self.client = client
+        self.endpoint = client.endpoint
+        self.device = device
+
+    def stylize(
+        self,
+        content: np.ndarray,
+        styles: Sequence[np.ndarray],
+        settings: Settings,
+        *,
+        init_image: np.ndarray | None = None,
+        progress: Callable[[ProgressReply], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Result:
+        """Like Engine.stylize: float32 (H, W, 3|4) result; progress gets objects with the
+        same iteration/total/losses/elapsed fields; a set `cancel` cancels the job
+        (DaemonError code "cancelled"), and so does an exception such as Ctrl-C."""
+        from brushwork.engine import Result
+
+        result = self.client.stylize(
+            pixels.from_array(content),
+            [pixels.from_array(s) for s in styles],
+            settings,
+            init=pixels.from_array(init_image) if init_image is not None else None,
+            output_dtype="f32",  # the same float image as in-process; the caller quantizes
+            on_event=self._progress(progress, cancel),
+        )
+        return Result(
+            image=np.array(pixels.to_array(result.image)),  # own the memory: writable
+            losses={k: v for k, v in result.losses.items() if v is not None},
+            iterations=result.iterations,
+            elapsed=result.elapsed,
+            settings=result.settings,
+            device=result.device,
+        )
+
+    def _progress(
+        self,
+        progress: Callable[[ProgressReply], None] | None,
+        cancel: CancelToken | None,
+    ) -> Callable[[object], None]:
+        def on_event(event: object) -> None:
+            if cancel is not None and cancel.is_set():
+                # Not the job's own end, so client.stylize sends the daemon a cancel.
+                raise DaemonError(CANCELLED, "cancelled")
+            if progress is not None and isinstance(event, ProgressReply):
+                progress(event)
+
+        return on_event
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,522 @@
+"""`brushwork serve`: one Engine, a ROUTER socket, a job queue and one worker thread.
+
+Threads: the socket thread (the caller of Server.serve) owns the ROUTER sockets and the job
+table, and answers every request at once. The worker thread takes jobs from the queue one at a
+time and runs them on the engine; its events (progress, previews, outcomes) come back through
+a queue, with a byte on an inproc PAIR socket to wake the socket thread's poller (ZeroMQ
+sockets are not thread-safe, so only the socket thread touches the ROUTERs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import torch
+import zmq
+
+from brushwork import __version__, curve, protocol
+from brushwork.engine import Engine, output_size, pick_device
+from brushwork.errors import BrushworkError
+from brushwork.jobs import Job, JobQueue, Peer, QueueFull, fingerprint, job_error
+from brushwork.protocol import (
+    AcceptedReply,
+    CancelRequest,
+    ErrorReply,
+    HeartbeatReply,
+    HeartbeatRequest,
+    HelloReply,
+    HelloRequest,
+    InfoReply,
+    InfoRequest,
+    Message,
+    ProgressReply,
+    ResultReply,
+    StatusReply,
+    SubmitRequest,
+)
+from brushwork.weights import resolve_path
+from brushwork.worker import one_line, run_job
+
+log = logging.getLogger("brushwork.server")
+
+BYTES_PER_PIXEL = 1024  # memory a job needs per output pixel, roughly (sets the pixel limit)
+MAX_PIXELS_CAP = 1 << 28
+HISTORY = 100  # finished jobs listed by `info`
+RESULTS_KEPT = 4  # finished results kept for resubmits after a lost connection
+SHUTDOWN_GRACE = 15.0  # seconds to wait for the running job to notice its cancel
+_POLL_MS = 100
+_SWEEP_EVERY = 0.5
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int
+    max_queue: int = 16
+    heartbeat_timeout: float = 5.0
+
+    @property
+    def max_message_bytes(self) -> int:
+        # The largest legitimate frame: an f32 RGBA image at the pixel limit.
+        return max(self.max_pixels * 16, protocol.MAX_HEADER_BYTES)
+
+
+def is_local(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on a loopback address or localhost."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = urlsplit(f"//{rest}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", an interface name, a host name: not provably loopback
+        return False
+
+
+def device_memory(device: torch.device) -> tuple[int, int | None]:
+    """(total, free) bytes of the device's memory; free is None where it is unknown."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return total, free
+    if device.type == "mps":
+        return torch.mps.recommended_max_memory(), None
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES
+        free = None
+    return total, free
+
+
+def default_max_pixels(device: torch.device) -> int:
+    return min(device_memory(device)[0] // BYTES_PER_PIXEL, MAX_PIXELS_CAP)
+
+
+def build(
+    binds: list[str],
+    device: str = "auto",
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    max_pixels: int | None = None,
+    max_queue: int = 16,
+    heartbeat_timeout: float = 5.0,
+    keys_dir: Path | None = None,
+) -> tuple[Server, Engine]:
+    """Bind (failing fast on a busy port or missing keys), then load the model."""
+    torch_device = pick_device(device)
+    limits = Limits(
+        max_pixels=max_pixels or default_max_pixels(torch_device),
+        max_queue=max_queue,
+        heartbeat_timeout=heartbeat_timeout,
+    )
+    server = Server(binds, limits, keys_dir=keys_dir)
+    try:
+        path = resolve_path(weights)
+        log.info("loading VGG16 from %s on %s", path, torch_device)
+        engine = Engine(weights=path, device=str(torch_device))
+    except BaseException:
+        server.close()
+        raise
+    server.weights = str(path)
+    return server, engine
+
+
+class Server:
+    """Binds at construction (so a busy port fails before the model loads); serve() runs."""
+
+    def __init__(
+        self,
+        binds: list[str],
+        limits: Limits,
+        *,
+        keys_dir: Path | None = None,
+    ) -> None:
+        self.limits = limits
+        self.context = zmq.Context()
+        self.sockets: list[zmq.Socket] = []
+        self.endpoints: list[str] = []
+        self.jobs: dict[str, Job] = {}
+        self.queue = JobQueue(limits.max_queue)
+        self._events: queue.SimpleQueue[tuple[Job, Message]] = queue.SimpleQueue()
+        self._last_seen: dict[Peer, float] = {}
+        self._stopping = False
+        self._started = time.time()
+        self._engine: Engine | None = None
+        self.weights = ""  # path of the weights, shown by `info`
+        self._worker: threading.Thread | None = None
+        self._auth = None
+        local = [e for e in binds if is_local(e)]
+        remote = [e for e in binds if not is_local(e)]
+        try:
+            if remote:
+                folder = keys_dir or curve.default_dir()
+                keys = curve.load_server_keys(folder, remote[0])
+                self._auth = curve.start_authenticator(self.context, folder)
+                self._bind(remote, keys)
+            if local:
+                self._bind(local, None)
+        except BaseException:
+            self.close()
+            raise
+
+    def _bind(self, endpoints: list[str], keys: tuple[bytes, bytes] | None) -> None:
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 1000)  # flush the last error replies when stopping
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        if keys is not None:
+            sock.curve_server = True
+            sock.curve_publickey, sock.curve_secretkey = keys
+        self.sockets.append(sock)
+        for endpoint in endpoints:
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as e:
+                hint = (
+                    " (is a daemon already running? try `brushwork info`)"
+                    if e.errno == zmq.EADDRINUSE
+                    else ""
+                )
+                raise BrushworkError(f"cannot bind {endpoint}: {e}{hint}") from None
+            self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        if self._auth is not None:
+            self._auth.stop()
+        if self._worker is None or not self._worker.is_alive():
+            self.context.term()  # would block on a stuck worker's socket: exit leaves it
+
+    # --- The socket thread ------------------------------------------------------------------
+
+    def serve(self, engine: Engine, stop: threading.Event) -> None:
+        """Answer requests and run jobs until `stop` is set, then shut down cleanly:
+        queued jobs get an error, the running one is cancelled, the sockets close."""
+        self._engine = engine
+        wake_address = f"inproc://brushwork-worker-{id(self)}"
+        wake = self.context.socket(zmq.PAIR)
+        wake.bind(wake_address)
+        worker = self._worker = threading.Thread(
+            target=self._work, args=(engine, wake_address), name="brushwork-worker", daemon=True
+        )
+        worker.start()
+        poller = zmq.Poller()
+        for sock in self.sockets:
+            poller.register(sock, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        log.info(
+            "serving on %s (device %s, max %d px, queue %d, heartbeat timeout %g s)",
+            ", ".join(self.endpoints),
+            engine.device,
+            self.limits.max_pixels,
+            self.limits.max_queue,
+            self.limits.heartbeat_timeout,
+        )
+        last_sweep = 0.0
+        deadline = math.inf
+        while worker.is_alive() and time.monotonic() < deadline:
+            if stop.is_set() and not self._stopping:
+                self._begin_shutdown()
+                deadline = time.monotonic() + SHUTDOWN_GRACE
+            ready = dict(poller.poll(_POLL_MS))
+            for index, sock in enumerate(self.sockets):
+                if sock in ready:
+                    self._drain(index, sock)
+            if wake in ready:
+                while wake.poll(0):
+                    wake.recv()
+            self._forward_events()
+            if time.monotonic() - last_sweep >= _SWEEP_EVERY:
+                self._sweep()
+                last_sweep = time.monotonic()
+        self._forward_events()
+        if worker.is_alive():
+            log.warning("the running job did not stop within %g s; exiting anyway", SHUTDOWN_GRACE)
+        wake.close()
+        log.info("stopped")
+
+    def _drain(self, index: int, sock: zmq.Socket) -> None:
+        for _ in range(100):  # then let the other sockets and the worker's events have a turn
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            peer = (index, frames[0].bytes)
+            self._last_seen[peer] = time.monotonic()
+            self._handle(peer, [f.buffer for f in frames[1:]])
+
+    def _handle(self, peer: Peer, frames: list[memoryview]) -> None:
+        """Answer one request. Nothing a client sends may raise out of here."""
+        try:
+            request = protocol.decode_request(frames)
+        except protocol.ProtocolError as e:
+            ref, job = protocol.peek_ref_and_job(frames[0]) if frames else (None, None)
+            log.warning("bad request from %s: %s", _who(peer), e)
+            self._send(peer, ErrorReply(ref=ref, code=e.code, message=str(e), job=job))
+            return
+        try:
+            reply = self._dispatch(peer, request)
+        except Exception as e:
+            log.exception("error handling %s", request.TYPE)
+            reply = ErrorReply(code=protocol.INTERNAL, message=f"daemon error: {one_line(e)}")
+        if reply is not None:
+            self._send(peer, _with_ref(reply, request.ref))
+
+    def _dispatch(self, peer: Peer, request: Message) -> Message | None:
+        if isinstance(request, HelloRequest):
+            return self._hello(HelloReply)
+        if isinstance(request, InfoRequest):
+            return self._info()
+        if isinstance(request, SubmitRequest):
+            return self._submit(peer, request)
+        if isinstance(request, HeartbeatRequest):
+            unknown = []
+            for job_id in request.jobs:
+                if job_id in self.jobs:
+                    self.jobs[job_id].owner = peer  # a reconnected client takes its jobs back
+                else:
+                    unknown.append(job_id)
+            return HeartbeatReply(unknown=unknown)
+        job = self.jobs.get(request.job)
+        if job is None:
+            return ErrorReply(
+                code=protocol.UNKNOWN_JOB, message=f"no job {request.job!r}", job=request.job
+            )
+        if isinstance(request, CancelRequest):
+            self._cancel(job, "cancelled by request")
+        return self._status(job)
+
+    def _hello(self, cls: type[HelloReply], **extra) -> HelloReply:
+        return cls(
+            server=__version__,
+            protocol=protocol.PROTOCOL_VERSION,
+            device=str(self._engine.device),
+            max_pixels=self.limits.max_pixels,
+            max_message_bytes=self.limits.max_message_bytes,
+            max_queue=self.limits.max_queue,
+            heartbeat_timeout=self.limits.heartbeat_timeout,
+            **extra,
+        )
+
+    def _info(self) -> InfoReply:
+        device = self._engine.device
+        total, free = device_memory(device)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        return self._hello(
+            InfoReply,
+            device_name=name,
+            memory={"total": total, "free": free},
+            weights=self.weights,
+            uptime=time.time() - self._started,
+            queue=[j.summary(self.queue.position(j)) for j in self.jobs.values()],
+        )
+
+    def _status(self, job: Job) -> StatusReply:
+        return StatusReply(
+            job=job.id,
+            state=job.state,
+            position=self.queue.position(job),
+            iteration=job.iteration,
+            total=job.total,
+        )
+
+    def _submit(self, peer: Peer, request: SubmitRequest) -> Message:
+        known = self.jobs.get(request.job)
+        if known is not None:
+            return self._resubmit(peer, known, request)
+        if self._stopping:
+            return job_error(request.job, protocol.SHUTTING_DOWN, "the daemon is shutting down")
+        refusal = self._check_limits(request)
+        if refusal:
+            return job_error(request.job, protocol.TOO_LARGE, refusal)
+        job = Job(
+            id=request.job,
+            owner=peer,
+            request=request,
+            fingerprint=fingerprint(request),
+            total=request.settings.iterations,
+        )
+        try:
+            position = self.queue.put(job)
+        except QueueFull:
+            return job_error(
+                job.id,
+                protocol.QUEUE_FULL,
+                f"the queue is full ({self.limits.max_queue} jobs waiting); try again later",
+            )
+        self.jobs[job.id] = job
+        log.info(
+            "job %s queued at %d: %dx%d, %d styles, %d iterations",
+            job.id,
+            position,
+            request.content.width,
+            request.content.height,
+            len(request.styles),
+            job.total,
+        )
+        return AcceptedReply(job=job.id, position=position)
+
+    def _resubmit(self, peer: Peer, job: Job, request: SubmitRequest) -> Message | None:
+        """The same job id again: never a second run; the job's events go to this peer."""
+        if fingerprint(request) != job.fingerprint:
+            return job_error(
+                job.id,
+                protocol.JOB_CONFLICT,
+                f"job id {job.id!r} is taken by a different request; use a new id",
+            )
+        job.owner = peer
+        if job.state in protocol.FINISHED_STATES and job.outcome is None:
+            return job_error(
+                job.id,
+                protocol.EXPIRED,
+                f"job {job.id} finished ({job.state}) and its result is no longer kept",
+            )
+        self._send(
+            peer, AcceptedReply(ref=request.ref, job=job.id, position=self.queue.position(job) or 0)
+        )
+        if job.outcome is not None:
+            self._send(peer, job.outcome)
+        return None
+
+    def _check_limits(self, request: SubmitRequest) -> str | None:
+        limit = self.limits.max_pixels
+        images = [("content", request.content)]
+        images += [("style", s) for s in request.styles]
+        images += [("init", request.init)] if request.init else []
+        for role, image in images:
+            if image.pixels > limit:
+                return (
+                    f"the {role} image is {image.width}x{image.height} = {image.pixels / 1e6:.1f}"
+                    f" Mpx; this daemon takes at most {limit / 1e6:.1f} Mpx"
+                )
+        h, w = output_size(request.content.height, request.content.width, request.settings.size)
+        if h * w > limit:
+            return (
+                f"the output would be {w}x{h} = {h * w / 1e6:.1f} Mpx; this daemon takes at most "
+                f"{limit / 1e6:.1f} Mpx (lower the size)"
+            )
+        return None
+
+    def _cancel(self, job: Job, reason: str) -> None:
+        if job.state in protocol.FINISHED_STATES:
+            return
+        job.cancel_reason = reason
+        if self.queue.remove(job):
+            log.info("job %s %s while queued", job.id, reason)
+            self._finish(job, job_error(job.id, protocol.CANCELLED, f"job {job.id} {reason}"))
+        elif not job.cancel.is_set():
+            log.info("job %s %s while running: stopping it", job.id, reason)
+            job.cancel.set()  # the worker sees it before the next iteration
+
+    def _finish(self, job: Job, outcome: ResultReply | ErrorReply) -> None:
+        job.state = (
+            "done"
+            if isinstance(outcome, ResultReply)
+            else ("cancelled" if outcome.code == protocol.CANCELLED else "failed")
+        )
+        job.finished = time.time()
+        job.outcome = outcome
+        job.request = None
+        self._send(job.owner, outcome)
+        finished = [j for j in self.jobs.values() if j.state in protocol.FINISHED_STATES]
+        for old in finished[:-HISTORY]:
+            del self.jobs[old.id]
+        results = [j for j in finished if isinstance(j.outcome, ResultReply)]
+        for old in results[:-RESULTS_KEPT]:
+            old.outcome = None
+
+    def _forward_events(self) -> None:
+        while True:
+            try:
+                job, event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(event, ResultReply | ErrorReply):
+                log.info(
+                    "job %s %s after %d iterations",
+                    job.id,
+                    "done" if isinstance(event, ResultReply) else f"ended: {event.message}",
+                    job.iteration,
+                )
+                self._finish(job, event)
+            elif not job.cancel.is_set():
+                if isinstance(event, ProgressReply):
+                    job.iteration, job.losses = event.iteration, event.losses
+                self._send(job.owner, event)
+
+    def _sweep(self) -> None:
+        """Cancel the jobs of clients that stopped heartbeating; forget old peers."""
+        now = time.monotonic()
+        timeout = self.limits.heartbeat_timeout
+        active = [j for j in self.jobs.values() if j.state in ("queued", "running")]
+        for job in active:
+            silent = now - self._last_seen.get(job.owner, now)
+            if silent > timeout:
+                self._cancel(job, f"cancelled: its client went away (silent for {silent:.1f} s)")
+        owners = {j.owner for j in active}
+        for peer, seen in list(self._last_seen.items()):
+            if peer not in owners and now - seen > max(60.0, timeout):
+                del self._last_seen[peer]
+
+    def _begin_shutdown(self) -> None:
+        log.info("stopping: no new jobs; cancelling the queue and the running job")
+        self._stopping = True
+        for job in self.queue.close():
+            self._finish(
+                job,
+                job_error(
+                    job.id,
+                    protocol.SHUTTING_DOWN,
+                    f"the daemon is shutting down; job {job.id} never ran",
+                ),
+            )
+        running = self.queue.running
+        if running is not None:
+            self._cancel(running, "cancelled: the daemon is shutting down")
+
+    def _send(self, peer: Peer, message: Message) -> None:
+        try:
+            frames = protocol.encode(message)
+            self.sockets[peer[0]].send_multipart([peer[1], *frames], copy=False)
+        except (zmq.ZMQError, ValueError) as e:  # never let one reply take the daemon down
+            log.error("could not send %s to %s: %s", message.TYPE, _who(peer), e)
+
+    # --- The worker thread ------------------------------------------------------------------
+
+    def _work(self, engine: Engine, wake_address: str) -> None:
+        wake = self.context.socket(zmq.PAIR)
+        wake.connect(wake_address)
+
+        def emit(job: Job, event: Message) -> None:
+            self._events.put((job, event))
+            with contextlib.suppress(zmq.Again):  # a wake-up is pending already: enough
+                wake.send(b"", zmq.NOBLOCK)
+
+        try:
+            while (job := self.queue.take()) is not None:
+                log.info("job %s running", job.id)
+                emit(job, run_job(engine, job, lambda e, job=job: emit(job, e)))
+                self.queue.done(job)
+        finally:
+            wake.close()
+
+
+def _with_ref(reply: Message, ref: str | None) -> Message:
+    return replace(reply, ref=ref)
+
+
+def _who(peer: Peer) -> str:
+    return f"client {peer[1].hex()}"

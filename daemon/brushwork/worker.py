@@ -1,0 +1,130 @@
+"""The daemon's worker side: run one job on the Engine and turn whatever happens into a reply.
+
+Runs on the worker thread; it never touches a socket, it only calls `emit` with messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from brushwork import pixels, protocol
+from brushwork.engine import Cancelled, Engine, Progress, output_size
+from brushwork.errors import BrushworkError
+from brushwork.jobs import Job, job_error
+from brushwork.protocol import (
+    ErrorReply,
+    Message,
+    PreviewReply,
+    ProgressReply,
+    ResultReply,
+    SubmitRequest,
+)
+
+log = logging.getLogger("brushwork.server")
+
+
+def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> ResultReply | ErrorReply:
+    """Run one job on the engine; every failure becomes an ErrorReply (the worker lives)."""
+    request = job.request
+    assert request is not None
+    done = 0
+
+    def on_progress(p: Progress) -> None:
+        nonlocal done
+        done = p.iteration
+        eta = p.elapsed / p.iteration * (p.total - p.iteration) if p.iteration else None
+        emit(
+            ProgressReply(
+                job=job.id,
+                iteration=p.iteration,
+                total=p.total,
+                losses=_finite(p.losses),
+                elapsed=p.elapsed,
+                eta=eta,
+            )
+        )
+        if p.preview is not None:
+            emit(
+                PreviewReply(
+                    job=job.id,
+                    iteration=p.iteration,
+                    image=_preview(p.preview, request.preview_size),
+                )
+            )
+
+    try:
+        result = engine.stylize(
+            pixels.to_array(request.content),
+            [pixels.to_array(s) for s in request.styles],
+            request.settings,
+            init_image=pixels.to_array(request.init) if request.init else None,
+            progress=on_progress,
+            preview_every=request.preview_every,
+            cancel=job.cancel,
+        )
+        image = pixels.from_float(result.image, request.output_dtype or request.content.dtype)
+    except Cancelled:
+        return job_error(
+            job.id, protocol.CANCELLED, f"job {job.id} {job.cancel_reason} after {done} iterations"
+        )
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        return _out_of_memory(engine, request, e)
+    except RuntimeError as e:
+        if "can't allocate memory" in str(e) or "out of memory" in str(e):  # CPU allocator
+            return _out_of_memory(engine, request, e)
+        log.exception("job %s failed", job.id)
+        return job_error(job.id, protocol.INTERNAL, f"job {job.id} failed: {one_line(e)}")
+    except ValueError as e:
+        return job_error(job.id, protocol.BAD_INPUT, one_line(e))
+    except BrushworkError as e:
+        return job_error(job.id, protocol.JOB_FAILED, one_line(e))
+    except Exception as e:
+        log.exception("job %s failed", job.id)
+        return job_error(job.id, protocol.INTERNAL, f"job {job.id} failed: {one_line(e)}")
+    return ResultReply(
+        job=job.id,
+        image=image,
+        iterations=result.iterations,
+        losses=_finite(result.losses),
+        elapsed=result.elapsed,
+        queued=(job.started or job.submitted) - job.submitted,
+        settings=result.settings,
+        device=result.device,
+    )
+
+
+def _out_of_memory(engine: Engine, request: SubmitRequest, error: BaseException) -> ErrorReply:
+    if engine.device.type == "cuda":
+        torch.cuda.empty_cache()
+    h, w = output_size(request.content.height, request.content.width, request.settings.size)
+    log.warning("job %s ran out of memory: %s", request.job, one_line(error))
+    return job_error(
+        request.job,
+        protocol.OUT_OF_MEMORY,
+        f"out of memory on {engine.device} for a {w}x{h} output; lower the size, or force "
+        "tiling with a smaller tile",
+    )
+
+
+def _preview(image: np.ndarray, side: int) -> protocol.RawImage:
+    """The engine's float preview as u8 RGB, long side at most `side`."""
+    u8 = pixels.to_array(pixels.from_float(image, "u8"))
+    if max(u8.shape[:2]) > side:
+        picture = Image.fromarray(np.ascontiguousarray(u8[..., :3]))
+        picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+        u8 = np.asarray(picture)
+    return pixels.from_array(u8)
+
+
+def _finite(losses: dict[str, float]) -> dict[str, float | None]:
+    return {k: v if math.isfinite(v) else None for k, v in losses.items()}
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
