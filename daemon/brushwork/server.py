@@ -184,12 +184,10 @@ class Server:
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as e:
-                hint = (
-                    " (is a daemon already running? try `brushwork info`)"
-                    if e.errno == zmq.EADDRINUSE
-                    else ""
-                )
-                raise BrushworkError(f"cannot bind {endpoint}: {e}{hint}") from None
+                problem = zmq.strerror(e.errno)
+                if e.errno == zmq.EADDRINUSE:
+                    problem += " (is a daemon already running? try `brushwork info`)"
+                raise BrushworkError(f"cannot bind {endpoint}: {problem}") from None
             self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
     def close(self) -> None:
@@ -427,7 +425,7 @@ class Server:
             if isinstance(outcome, ResultReply)
             else ("cancelled" if outcome.code == protocol.CANCELLED else "failed")
         )
-        job.finished = time.time()
+        job.finished = job.finished or time.time()
         job.outcome = outcome
         job.request = None
         self._send(job.owner, outcome)
@@ -508,7 +506,9 @@ class Server:
         try:
             while (job := self.queue.take()) is not None:
                 log.info("job %s running", job.id)
-                emit(job, run_job(engine, job, lambda e, job=job: emit(job, e)))
+                outcome = run_job(engine, job, lambda e, job=job: emit(job, e))
+                job.finished = time.time()  # here, not on the socket thread: before the next starts
+                emit(job, outcome)
                 self.queue.done(job)
         finally:
             wake.close()
