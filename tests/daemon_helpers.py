@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import zmq
 
 from brushwork import pixels, protocol
-from brushwork.protocol import RawImage
+from brushwork.client import Client
+from brushwork.protocol import RawImage, StatusReply
 from brushwork.settings import Settings
 
 # Resizes 40x56 content to 40 px: 4 cheap iterations on 2 CPU cores.
@@ -38,3 +40,11 @@ def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> 
         return sock.recv_multipart()
     finally:
         sock.close()
+
+
+def wait_for_state(client: Client, job: str, state: str, timeout: float = 10.0) -> StatusReply:
+    deadline = time.monotonic() + timeout
+    while (status := client.status(job)).state != state:
+        assert time.monotonic() < deadline, f"job {job} still {status.state}, not {state}"
+        time.sleep(0.05)
+    return status

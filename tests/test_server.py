@@ -20,18 +20,10 @@ from hypothesis import strategies as st
 from brushwork import pixels, protocol
 from brushwork.client import Client, DaemonError, NoDaemon, new_job_id
 from brushwork.protocol import ErrorReply, PreviewReply, ProgressReply, ResultReply
-from daemon_helpers import ENDLESS, TINY, header, noise, raw_exchange
+from daemon_helpers import ENDLESS, TINY, header, noise, raw_exchange, wait_for_state
 from fixtures_daemon import free_port, serve_command
 
 pytestmark = pytest.mark.weights
-
-
-def wait_for_state(client: Client, job: str, state: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while (status := client.status(job)).state != state:
-        assert time.monotonic() < deadline, f"job {job} still {status.state}, not {state}"
-        time.sleep(0.05)
-    return status
 
 
 def start_endless(client: Client, **options) -> str:
@@ -184,6 +176,25 @@ def test_resubmitting_a_job_id_never_runs_it_twice(daemon):
         with pytest.raises(DaemonError) as e:
             second.submit(noise(), [noise(32, 32)], TINY.replace(iterations=5), job=done.job)
         assert e.value.code == protocol.JOB_CONFLICT
+
+
+def test_two_clients_waiting_on_one_job_both_get_its_end(daemon):
+    settings = TINY.replace(iterations=30)
+    ends: dict[str, object] = {}
+    with daemon.client() as first, daemon.client() as second:
+        job = first.submit(noise(seed=9), [noise(32, 32)], settings)
+        second.submit(noise(seed=9), [noise(32, 32)], settings, job=job)
+
+        def wait(name: str, client: Client) -> None:
+            ends[name] = list(client.events(job))[-1]
+
+        threads = [threading.Thread(target=wait, args=p) for p in ((1, first), (2, second))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert {type(e) for e in ends.values()} == {ResultReply}
+    assert bytes(ends[1].image.data) == bytes(ends[2].image.data)
 
 
 def test_limits_are_refused_with_clear_errors(daemon):

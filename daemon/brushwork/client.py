@@ -135,7 +135,9 @@ class Client:
         self._socket.connect(self.endpoint)
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
-        self._events: dict[str, deque[JobEvent]] = {}  # job events read while doing else
+        # Events of this client's unfinished jobs, read while waiting for something else;
+        # events of other jobs (e.g. a duplicate result) are dropped.
+        self._events: dict[str, deque[JobEvent]] = {}
         self._replies: dict[str, Message] = {}  # direct replies by ref
         self._limits: HelloReply | None = None
         self._heard_once = False
@@ -200,9 +202,13 @@ class Client:
         )
         self._check_limits([content, *styles, *([init] if init else [])])
         size = sum(i.nbytes for i in [content, *styles] + ([init] if init else []))
-        reply = self._request(request, self.timeout + size / _UPLOAD_RATE)
+        self._events.setdefault(job, deque())  # from now on this job's events are kept
+        try:
+            reply = self._request(request, self.timeout + size / _UPLOAD_RATE)
+        except BaseException:
+            self._events.pop(job, None)
+            raise
         assert isinstance(reply, AcceptedReply)
-        self._events.setdefault(job, deque())
         return job
 
     # --- Waiting on jobs --------------------------------------------------------------------
@@ -214,7 +220,7 @@ class Client:
         """
         for job in jobs:
             if self._events.get(job):
-                return self._events[job].popleft()
+                return self._ended(self._events[job].popleft())
         since = time.monotonic()
         while True:
             self._heartbeat(jobs, since)
@@ -223,18 +229,26 @@ class Client:
                 continue
             if isinstance(message, HeartbeatReply):
                 for job in set(message.unknown) & set(jobs):
-                    return ErrorReply(
-                        code=protocol.UNKNOWN_JOB,
-                        message=f"the daemon at {self.endpoint} no longer knows job {job} "
-                        "(was it restarted?)",
-                        job=job,
+                    return self._ended(
+                        ErrorReply(
+                            code=protocol.UNKNOWN_JOB,
+                            message=f"the daemon at {self.endpoint} no longer knows job {job} "
+                            "(was it restarted?)",
+                            job=job,
+                        )
                     )
                 continue
             job = getattr(message, "job", None)
             if job in jobs:
-                return message
-            if job is not None:
-                self._events.setdefault(job, deque()).append(message)
+                return self._ended(message)
+            if job in self._events:  # another job of ours: keep it for later
+                self._events[job].append(message)
+
+    def _ended(self, event: JobEvent) -> JobEvent:
+        """Stop keeping events of a job that has ended (a late duplicate gets dropped)."""
+        if isinstance(event, ResultReply | ErrorReply):
+            self._events.pop(event.job, None)
+        return event
 
     def events(self, job: str) -> Iterator[ProgressReply | PreviewReply | ResultReply]:
         """Progress and previews of `job`, ending with its ResultReply.
@@ -244,11 +258,9 @@ class Client:
         while True:
             event = self.next_event((job,))
             if isinstance(event, ErrorReply):
-                self._events.pop(job, None)
                 raise DaemonError(event.code, event.message, job)
             yield event
             if isinstance(event, ResultReply):
-                self._events.pop(job, None)
                 return
 
     def wait(
@@ -325,8 +337,8 @@ class Client:
             job = getattr(message, "job", None)
             if message.ref is not None:
                 self._replies[message.ref] = message
-            elif job is not None and not isinstance(message, HeartbeatReply):
-                self._events.setdefault(job, deque()).append(message)
+            elif job in self._events:  # a job event: keep it for next_event()
+                self._events[job].append(message)
         reply = self._replies.pop(request.ref)
         if isinstance(reply, ErrorReply):
             raise DaemonError(reply.code, reply.message, reply.job)

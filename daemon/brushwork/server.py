@@ -281,13 +281,7 @@ class Server:
         if isinstance(request, SubmitRequest):
             return self._submit(peer, request)
         if isinstance(request, HeartbeatRequest):
-            unknown = []
-            for job_id in request.jobs:
-                if job_id in self.jobs:
-                    self.jobs[job_id].owner = peer  # a reconnected client takes its jobs back
-                else:
-                    unknown.append(job_id)
-            return HeartbeatReply(unknown=unknown)
+            return self._heartbeat(peer, request)
         job = self.jobs.get(request.job)
         if job is None:
             return ErrorReply(
@@ -296,6 +290,21 @@ class Server:
         if isinstance(request, CancelRequest):
             self._cancel(job, "cancelled by request")
         return self._status(job)
+
+    def _heartbeat(self, peer: Peer, request: HeartbeatRequest) -> HeartbeatReply:
+        """A client naming a job waits for it: the job's events go to it from now on (a
+        reconnected client takes its jobs back), and if the job ended while its outcome went
+        elsewhere, this client gets the outcome too, so no waiter is left hanging."""
+        unknown = []
+        for job_id in request.jobs:
+            job = self.jobs.get(job_id)
+            if job is None:
+                unknown.append(job_id)
+            elif job.owner != peer:
+                job.owner = peer
+                if job.state in protocol.FINISHED_STATES:
+                    self._send(peer, job.outcome or _expired(job))
+        return HeartbeatReply(unknown=unknown)
 
     def _hello(self, cls: type[HelloReply], **extra) -> HelloReply:
         return cls(
@@ -377,11 +386,7 @@ class Server:
             )
         job.owner = peer
         if job.state in protocol.FINISHED_STATES and job.outcome is None:
-            return job_error(
-                job.id,
-                protocol.EXPIRED,
-                f"job {job.id} finished ({job.state}) and its result is no longer kept",
-            )
+            return _expired(job)
         self._send(
             peer, AcceptedReply(ref=request.ref, job=job.id, position=self.queue.position(job) or 0)
         )
@@ -512,6 +517,12 @@ class Server:
                 self.queue.done(job)
         finally:
             wake.close()
+
+
+def _expired(job: Job) -> ErrorReply:
+    return job_error(
+        job.id, protocol.EXPIRED, f"job {job.id} ended ({job.state}); its result is no longer kept"
+    )
 
 
 def _with_ref(reply: Message, ref: str | None) -> Message:
