@@ -8,6 +8,7 @@ and the shipped `brushwork` client package (pyzmq); decisions live in brushwork_
 
 import os
 import sys
+import traceback
 
 # The installer puts the `brushwork` package (and pyzmq when GIMP's Python lacks it) in lib/.
 # First on the path: this very file is also named brushwork.py.
@@ -29,6 +30,16 @@ from brushwork.settings import PRESERVE_COLORS  # noqa: E402
 PROCEDURE = "python-fu-brushwork-style"
 CLIENT_TIMEOUT = 30.0  # seconds of daemon silence before giving up (it heartbeats every 1 s)
 _RW = GObject.ParamFlags.READWRITE
+# Every argument but style-image, in dialog order (see _dialog).
+DIALOG_ARGUMENTS = [
+    "style-file",
+    "strength",
+    "size",
+    "quality",
+    "preserve-colors",
+    "seed",
+    "server",
+]
 _U8 = {Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL}
 
 
@@ -88,7 +99,7 @@ class Brushwork(Gimp.PlugIn):
             "seed", "Se_ed", "Random seed; -1 = a new one every run", -1, 2**31 - 1, -1, _RW
         )
         proc.add_string_argument(
-            "server", "_Server", "Daemon endpoint; empty = the one the installer configured",
+            "server", "Dae_mon", "Daemon endpoint; empty = the one the installer configured",
             "", _RW,
         )  # fmt: skip
         return proc
@@ -106,18 +117,43 @@ class Brushwork(Gimp.PlugIn):
             return _failure(procedure, str(e))
         except GLib.Error as e:
             return _failure(procedure, f"GIMP refused: {e.message}")
+        except Exception as e:  # a bug: still one message in GIMP, the traceback on stderr
+            traceback.print_exc()
+            return _failure(procedure, f"internal error ({type(e).__name__}: {e})")
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 
 def _dialog(procedure, config):
-    """Interactive run: GIMP's own dialog for the arguments (it remembers the last values)."""
+    """Interactive run: GIMP's own dialog for the arguments (it remembers the last values).
+
+    GIMP 3.0's dialog has no widget for image arguments, so an image combo box stands in
+    for style-image.
+    """
     gi.require_version("GimpUi", "3.0")
-    from gi.repository import GimpUi
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
 
     GimpUi.init("brushwork")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "Neural Style Transfer")
-    dialog.fill(None)
+    dialog.fill(list(DIALOG_ARGUMENTS))
+    use_image = Gtk.CheckButton.new_with_mnemonic("Use an open _image as the style instead:")
+    images = GimpUi.ImageComboBox.new(None)
+    chosen = config.get_property("style-image")
+    if chosen is not None and chosen.is_valid():
+        images.set_active(chosen.get_id())
+        use_image.set_active(True)
+    images.set_sensitive(use_image.get_active())
+    use_image.connect("toggled", lambda button: images.set_sensitive(button.get_active()))
+    row = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
+    row.pack_start(use_image, False, False, 0)
+    row.pack_start(images, False, False, 0)
+    dialog.get_content_area().pack_start(row, False, False, 0)
+    row.show_all()
     ok = dialog.run()
+    if ok:
+        found, image_id = images.get_active()
+        style_image = Gimp.Image.get_by_id(image_id) if found and use_image.get_active() else None
+        config.set_property("style-image", style_image)
     dialog.destroy()
     return ok
 
@@ -144,7 +180,8 @@ def _stylize(image, layer, config):
 
     Gimp.progress_init("Neural style transfer")
     plugin_config = logic.read_config(os.path.join(_HERE, logic.CONFIG_NAME))
-    endpoint = config.get_property("server").strip() or plugin_config.endpoint
+    # An interactive run gives None for an empty string argument.
+    endpoint = (config.get_property("server") or "").strip() or plugin_config.endpoint
     with Client(endpoint, timeout=CLIENT_TIMEOUT) as client:
         Gimp.progress_set_text(f"Connecting to the Brushwork daemon at {endpoint}")
         logic.ensure_daemon(endpoint, plugin_config, lambda t: client.hello(timeout=t), NoDaemon)
