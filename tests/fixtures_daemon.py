@@ -135,5 +135,11 @@ def wait_until_answering(daemon: Daemon, timeout: float = START_TIMEOUT) -> None
 
 @pytest.fixture(scope="session")
 def daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
-    """A shared daemon: heartbeat timeout 2 s, room for 4 queued jobs, 1 Mpx per image."""
-    return start_daemon("--heartbeat-timeout", "2", "--max-queue", "4", "--max-pixels", "1000000")
+    """A shared CPU daemon: heartbeat timeout 2 s, 4 queued jobs at most, 1 Mpx per image.
+
+    Tests using it must not stop it, and must keep their clients listening (heartbeats)
+    while their jobs run.
+    """
+    return start_daemon(
+        "--device", "cpu", "--heartbeat-timeout", "2", "--max-queue", "4", "--max-pixels", "1000000"
+    )

@@ -151,7 +151,8 @@ def test_a_killed_clients_job_is_cancelled_within_seconds(daemon):
     with daemon.client() as client:
         status = wait_for_state(client, job, "cancelled", timeout=10)
         took = time.monotonic() - killed
-        assert took < 2.0 + 2.0  # heartbeat timeout 2 s, plus sweeping and one iteration
+        # Heartbeat timeout 2 s, then a sweep (every 0.5 s) and one iteration; slack for CI.
+        assert took < 2.0 + 3.0
         assert status.iteration < ENDLESS.iterations
         error = next(j["error"] for j in client.info().queue if j["id"] == job)
     assert "client went away" in error
@@ -304,7 +305,7 @@ def test_the_daemon_still_answers_after_the_fuzzing(daemon):
 
 def test_out_of_memory_fails_that_job_and_the_daemon_lives(start_daemon):
     # 6 GiB of address space: the daemon (about 4 GiB mapped) loads, a 2048 px job cannot.
-    d = start_daemon(memory_limit=6 * 2**30)
+    d = start_daemon("--device", "cpu", memory_limit=6 * 2**30)
     with d.client(timeout=30) as client:
         with pytest.raises(DaemonError) as e:
             client.stylize(noise(), [noise(32, 32)], TINY.replace(size=2048))
@@ -315,7 +316,7 @@ def test_out_of_memory_fails_that_job_and_the_daemon_lives(start_daemon):
 
 
 def test_sigterm_answers_queued_clients_cancels_the_running_job_and_exits_0(start_daemon):
-    d = start_daemon()
+    d = start_daemon("--device", "cpu")
     with d.client() as first, d.client() as second:
         running = start_endless(first)
         queued = second.submit(noise(), [noise(32, 32)], TINY)
@@ -353,7 +354,7 @@ def test_curve_daemon_only_lets_authorized_clients_in(start_daemon, tmp_path):
         "server_key": keys / "server.key",
         "client_key": keys / "clients" / "laptop.key_secret",
     }
-    d = start_daemon("--keys", str(keys), host="0.0.0.0", client_options=allowed)
+    d = start_daemon("--device", "cpu", "--keys", str(keys), host="0.0.0.0", client_options=allowed)
     with d.client() as client:
         assert client.stylize(noise(), [noise(32, 32)], TINY).iterations == 4
     for options in ({}, {"server_key": keys / "server.key"}):  # plain; unknown client key
