@@ -138,7 +138,6 @@ class Client:
         # Events of this client's unfinished jobs, read while waiting for something else;
         # events of other jobs (e.g. a duplicate result) are dropped.
         self._events: dict[str, deque[JobEvent]] = {}
-        self._replies: dict[str, Message] = {}  # direct replies by ref
         self._limits: HelloReply | None = None
         self._heard_once = False
         self._last_heard = time.monotonic()
@@ -244,12 +243,6 @@ class Client:
             if job in self._events:  # another job of ours: keep it for later
                 self._events[job].append(message)
 
-    def _ended(self, event: JobEvent) -> JobEvent:
-        """Stop keeping events of a job that has ended (a late duplicate gets dropped)."""
-        if isinstance(event, ResultReply | ErrorReply):
-            self._events.pop(event.job, None)
-        return event
-
     def events(self, job: str) -> Iterator[ProgressReply | PreviewReply | ResultReply]:
         """Progress and previews of `job`, ending with its ResultReply.
 
@@ -306,6 +299,12 @@ class Client:
 
     # --- Internals --------------------------------------------------------------------------
 
+    def _ended(self, event: JobEvent) -> JobEvent:
+        """Stop keeping events of a job that has ended (a late duplicate gets dropped)."""
+        if isinstance(event, ResultReply | ErrorReply):
+            self._events.pop(event.job, None)
+        return event
+
     def _check_limits(self, images: list[RawImage]) -> None:
         limits = self._limits or self.hello()
         for image in images:
@@ -327,22 +326,21 @@ class Client:
         """Send and wait for the reply carrying the same ref; error replies are raised."""
         self._send(request)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while request.ref not in self._replies:
+        while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._no_answer()
             message = self._receive(left)
             if message is None:
                 continue
+            if message.ref == request.ref:
+                break
             job = getattr(message, "job", None)
-            if message.ref is not None:
-                self._replies[message.ref] = message
-            elif job in self._events:  # a job event: keep it for next_event()
+            if message.ref is None and job in self._events:  # a job event: keep it
                 self._events[job].append(message)
-        reply = self._replies.pop(request.ref)
-        if isinstance(reply, ErrorReply):
-            raise DaemonError(reply.code, reply.message, reply.job)
-        return reply
+        if isinstance(message, ErrorReply):
+            raise DaemonError(message.code, message.message, message.job)
+        return message
 
     def _send(self, message: Message) -> None:
         self._socket.send_multipart(protocol.encode(message), copy=False)

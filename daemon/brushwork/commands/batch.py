@@ -15,7 +15,9 @@ import glob
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 from brushwork.client import Client, JobEvent, NoDaemon
 from brushwork.commands.stylize import add_settings_arguments, settings_from_args
 from brushwork.errors import BrushworkError
-from brushwork.protocol import ErrorReply, ProgressReply, RawImage, ResultReply
+from brushwork.protocol import ErrorReply, ProgressReply, RawImage
 from brushwork.remote import PROBE_TIMEOUT, add_server_arguments
 from brushwork.settings import Settings
 
@@ -127,7 +129,12 @@ def plan(inputs: list[str], out_dir: Path, suffix: str) -> list[Item]:
 
 
 class Batch:
-    """Keeps IN_FLIGHT jobs on the daemon, writes results as they come, collects failures."""
+    """Keeps IN_FLIGHT jobs on the daemon, writes results as they come, collects failures.
+
+    Files are read and written on a thread: decoding or encoding a large PNG can take longer
+    than the daemon's heartbeat timeout, and the main thread must keep listening meanwhile
+    (a silent client's jobs get cancelled).
+    """
 
     def __init__(
         self,
@@ -144,30 +151,41 @@ class Batch:
         self.total = total
         self.tty = sys.stderr.isatty()
         self.failures: list[tuple[Item, str]] = []
+        self.saves: dict[Future, Item] = {}
 
     def run(self, todo: list[Item]) -> list[tuple[Item, str]]:
-        waiting = list(reversed(todo))
-        running: dict[str, Item] = {}
-        try:
-            while waiting or running:
-                while waiting and len(running) < IN_FLIGHT:
-                    item = waiting.pop()
-                    if self._submit(item):
-                        running[item.job] = item
-                if running:
-                    self._handle(self.client.next_event(running), running)
-        except BaseException:
-            for job in running:  # leave nothing running for a batch that is gone
-                with contextlib.suppress(BrushworkError):
-                    self.client.cancel(job)
-            raise
-        return self.failures
-
-    def _submit(self, item: Item) -> bool:
         from brushwork import images
 
+        waiting = deque(todo)
+        running: dict[str, Item] = {}
+        loads: dict[int, Future] = {}
+        with ThreadPoolExecutor(1, thread_name_prefix="brushwork-files") as files:
+            self.files = files
+            try:
+                while waiting or running:
+                    for item in list(waiting)[:IN_FLIGHT]:  # read ahead
+                        if item.index not in loads:
+                            loads[item.index] = files.submit(images.load, item.source)
+                    while waiting and len(running) < IN_FLIGHT:
+                        if running and not loads[waiting[0].index].done():
+                            break  # listen to the running jobs while it loads
+                        item = waiting.popleft()
+                        if self._submit(item, loads.pop(item.index)):
+                            running[item.job] = item
+                    if running:
+                        self._handle(self.client.next_event(running), running)
+                    self._collect_saves(block=False)
+            except BaseException:
+                for job in running:  # leave nothing running for a batch that is gone
+                    with contextlib.suppress(BrushworkError):
+                        self.client.cancel(job)
+                raise
+            self._collect_saves(block=True)
+        return self.failures
+
+    def _submit(self, item: Item, load: Future) -> bool:
         try:
-            content = images.load(item.source)
+            content = load.result()
             item.bit_depth = 8 if content.dtype == "uint8" else 16
             item.job = self.client.submit(
                 _raw(content), self.styles, self.settings, init=self.init, output_dtype="f32"
@@ -193,17 +211,23 @@ class Batch:
                 )
                 sys.stderr.flush()
             return
+        del running[event.job]
         if isinstance(event, ErrorReply):
-            del running[event.job]
             self._fail(item, event.message)
-        elif isinstance(event, ResultReply):
-            del running[event.job]
+        else:
+            image = pixels.to_array(event.image)
+            save = self.files.submit(images.save, item.output, image, bit_depth=item.bit_depth)
+            self.saves[save] = item
+
+    def _collect_saves(self, block: bool) -> None:
+        for save in wait(self.saves).done if block else [f for f in self.saves if f.done()]:
+            item = self.saves.pop(save)
             try:
-                images.save(item.output, pixels.to_array(event.image), bit_depth=item.bit_depth)
+                save.result()
             except (BrushworkError, OSError) as e:
                 self._fail(item, f"cannot write {item.output}: {e}")
-                return
-            self._say(f"wrote {item.output} ({time.monotonic() - item.started:.1f} s)", item)
+            else:
+                self._say(f"wrote {item.output} ({time.monotonic() - item.started:.1f} s)", item)
 
     def _fail(self, item: Item, message: str) -> None:
         if str(item.source) not in message:
