@@ -18,8 +18,10 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # Python comes with gimp itself; python3-gi is what its Python plug-ins import. No pyzmq here on
 # purpose: the installer's pip --target path is what makes zmq importable, as on a user's machine.
-PACKAGES=(gimp python3-gi)
-# Bump when the recipe changes so that stale caches are rebuilt instead of reused.
+# Xvfb and xdotool let the end-to-end test open the plug-in's dialog and press its OK button.
+PACKAGES=(gimp python3-gi xvfb xdotool)
+DIALOG_TOOLS=(Xvfb xdotool)
+# The recipe names the packages: a cache built from other ones is rebuilt instead of reused.
 RECIPE="trixie-minbase-v1 ${PACKAGES[*]}"
 FORCE_CHROOT=0
 REBUILD=0
@@ -44,12 +46,17 @@ ROOT=$CACHE/root
 TARBALL=$CACHE/root.tar.zst
 STAMP=.brushwork-gimp-root  # inside the root: the recipe it was built from
 
-# The root works when GIMP 3 answers and its Python can import the GI bindings of GIMP.
+# The root works when GIMP 3 answers, its Python can import the GI bindings of GIMP and the
+# dialog tools are there.
 gimp_works() {  # $1: root ("/" for the host)
-    local run=()
+    local run=() tool
     [ "$1" = / ] || run=(chroot "$1" env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8)
     "${run[@]}" gimp-console-3.0 --version 2>/dev/null | grep -q 'version 3\.' &&
-        "${run[@]}" python3 -c 'import gi; gi.require_version("Gimp", "3.0")' 2>/dev/null
+        "${run[@]}" python3 -c 'import gi; gi.require_version("Gimp", "3.0")' 2>/dev/null ||
+        return 1
+    for tool in "${DIALOG_TOOLS[@]}"; do
+        "${run[@]}" sh -c "command -v $tool" >/dev/null || return 1
+    done
 }
 
 recipe_matches() { [ -f "$ROOT/$STAMP" ] && [ "$(cat "$ROOT/$STAMP")" = "$RECIPE" ]; }
@@ -103,6 +110,12 @@ EOF
     echo "$RECIPE" >"$new/$STAMP"
 }
 
+# A host with GIMP 3 but without the dialog tools gets them from its own Debian mirror.
+if [ "$FORCE_CHROOT" = 0 ] && [ "$(id -u)" = 0 ] && command -v gimp-console-3.0 >/dev/null &&
+    ! gimp_works /; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends xvfb xdotool >&2 ||
+        log "could not add xvfb and xdotool to the host; using a chroot"
+fi
 if [ "$FORCE_CHROOT" = 0 ] && gimp_works /; then
     log "using the host's own $(gimp-console-3.0 --version 2>/dev/null | head -n1)"
     echo /

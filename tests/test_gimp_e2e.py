@@ -32,6 +32,8 @@ GIMP_TIMEOUT = 600  # seconds for the whole session: cold start + every case
 CONTENT_SIZE = (96, 64)  # width, height
 ELLIPSE = (20, 10, 48, 40)  # x, y, width, height of the selection case
 DEAD_ENDPOINT = "tcp://127.0.0.1:9"  # discard port: nothing answers there
+# Where GIMP keeps a procedure's last used values (GimpProcedureConfigRun's type name).
+LAST_VALUES = "GimpProcedureConfigRun-python-fu-brushwork-style.last"
 
 
 def _unavailable(message: str):
@@ -67,16 +69,17 @@ class GimpSession:
         (root / "tmp").mkdir(exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="brushwork-e2e-", dir=root / "tmp"))
         self.profile = self.work / "profile"
+        self.plugin = self.profile / "plug-ins" / "brushwork"
         self.out = self.work / "out"
-        for folder in (self.profile, self.out, self.work / "home"):
-            folder.mkdir()
+        for folder in (self.profile / "plug-in-settings", self.out, self.work / "home"):
+            folder.mkdir(parents=True)
 
     def inside(self, path: Path) -> str:
         """The path GIMP sees for a file of ours."""
         return "/" + str(path.relative_to(self.root)).lstrip("/")
 
-    def batch(self, script: str) -> subprocess.CompletedProcess:
-        (self.work / "batch.py").write_text(script)
+    def command(self, *words: str, display: str = "") -> list[str]:
+        """`words` run inside the root with a clean environment (and an X display if given)."""
         env = [
             "env",
             "-i",
@@ -84,22 +87,24 @@ class GimpSession:
             "PATH=/usr/bin:/bin",
             "LANG=C.UTF-8",
             f"GIMP3_DIRECTORY={self.inside(self.profile)}",
+            *([f"DISPLAY={display}"] if display else []),
         ]
         chroot = [] if self.root == Path("/") else ["chroot", str(self.root)]
-        gimp = [
+        return [*chroot, *env, *words]
+
+    def batch(self, script: Path, display: str = "") -> subprocess.CompletedProcess:
+        gimp = self.command(
+            "timeout",
+            str(GIMP_TIMEOUT),
             "gimp-console-3.0",
             "-i",
             "--batch-interpreter=python-fu-eval",
             "-b",
-            f"exec(open({self.inside(self.work / 'batch.py')!r}).read())",
+            f"exec(open({self.inside(script)!r}).read())",
             "--quit",
-        ]
-        return subprocess.run(
-            [*chroot, *env, "timeout", str(GIMP_TIMEOUT), *gimp],
-            capture_output=True,
-            text=True,
-            timeout=GIMP_TIMEOUT + 30,
+            display=display,
         )
+        return subprocess.run(gimp, capture_output=True, text=True, timeout=GIMP_TIMEOUT + 30)
 
 
 def _content() -> np.ndarray:
@@ -175,9 +180,14 @@ def run_case(case):
     before = dump(source, case["name"] + "-before")
     if case.get("ellipse"):
         image.select_ellipse(Gimp.ChannelOps.REPLACE, *case["ellipse"])
+    if case.get("last_values") is not None:  # what the dialog showed the last time
+        with open(SPEC["last_values"], "w") as f:
+            f.write(case["last_values"])
     proc = Gimp.get_pdb().lookup_procedure("python-fu-brushwork-style")
     cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    interactive = case.get("interactive", False)
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE if interactive else
+                     Gimp.RunMode.NONINTERACTIVE)
     cfg.set_property("image", image)
     cfg.set_core_object_array("drawables", [source])
     style_images = []
@@ -207,6 +217,9 @@ def run_case(case):
         "new": dump(layers[0], case["name"] + "-new") if len(layers) > 1 else None,
         "precision": image.get_precision().value_nick,
     }
+    if interactive:
+        with open(SPEC["last_values"]) as f:
+            report["last_values"] = f.read()
     for style in style_images:
         style.delete()
     image.delete()
@@ -214,22 +227,26 @@ def run_case(case):
 
 
 reports = {case["name"]: run_case(case) for case in SPEC["cases"]}
-with open(f"{OUT}/report.json", "w") as f:
+with open(SPEC["report"], "w") as f:
     json.dump(reports, f, indent=1)
 """
 
 
 @pytest.fixture(scope="module")
-def session(gimp_root, daemon) -> dict:
-    """Install the plug-in, run every case in one GIMP session; the report, by case name."""
+def gimp(gimp_root, daemon) -> GimpSession:
+    """A throw-away profile with the plug-in installed by install.sh, and the test images."""
     gimp = GimpSession(gimp_root)
     try:
-        yield _run_session(gimp, daemon.endpoint)
+        _install_plugin(gimp, daemon.endpoint)
+        Image.fromarray(_content(), "RGBA").save(gimp.work / "content.png")
+        Image.fromarray(_style(), "RGB").save(gimp.work / "style.png")
+        (gimp.work / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+        yield gimp
     finally:
         shutil.rmtree(gimp.work, ignore_errors=True)
 
 
-def _run_session(gimp: GimpSession, endpoint: str) -> dict:
+def _install_plugin(gimp: GimpSession, endpoint: str) -> None:
     install = [
         "bash",
         str(REPO / "install" / "install.sh"),
@@ -245,12 +262,12 @@ def _run_session(gimp: GimpSession, endpoint: str) -> dict:
         install += ["--gimp-root", str(gimp.root)]
     installed = subprocess.run(install, capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}{installed.stderr}"
-    plugin = gimp.profile / "plug-ins" / "brushwork"
-    assert (plugin / "brushwork.py").stat().st_mode & 0o111, "plug-in is not executable"
+    assert (gimp.plugin / "brushwork.py").stat().st_mode & 0o111, "plug-in is not executable"
 
-    Image.fromarray(_content(), "RGBA").save(gimp.work / "content.png")
-    Image.fromarray(_style(), "RGB").save(gimp.work / "style.png")
-    (gimp.work / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+
+@pytest.fixture(scope="module")
+def session(gimp) -> dict:
+    """Every non-interactive case in one GIMP session: the report, by case name."""
     content, style = gimp.inside(gimp.work / "content.png"), gimp.inside(gimp.work / "style.png")
     quick = {"quality": "preview", "seed": 0}
     autostart_off = {"endpoint": DEAD_ENDPOINT, "daemon_command": [], "autostart": False}
@@ -258,6 +275,7 @@ def _run_session(gimp: GimpSession, endpoint: str) -> dict:
         "endpoint": DEAD_ENDPOINT,
         "daemon_command": ["/nonexistent/brushwork", "serve", "--bind", DEAD_ENDPOINT],
     }
+    installed_config = (gimp.plugin / "brushwork.json").read_text()
     cases = [
         # size 64 < the layer's 96 px: stylized smaller, scaled back by GIMP.
         {"name": "layer", "content": content, "args": {"style-file": style, "size": 64, **quick}},
@@ -291,16 +309,28 @@ def _run_session(gimp: GimpSession, endpoint: str) -> dict:
             "args": {"style-file": style, **quick},
         },
     ]
+    try:
+        return _run_cases(gimp, "batch", cases)
+    finally:  # the dialog session wants the installer's config back
+        (gimp.plugin / "brushwork.json").write_text(installed_config)
+
+
+def _run_cases(gimp: GimpSession, tag: str, cases: list[dict], display: str = "") -> dict:
+    """One GIMP session running `cases`; its report by case name, pixels loaded."""
+    report_file = gimp.out / f"report-{tag}.json"
     spec = {
         "out": gimp.inside(gimp.out),
-        "config": gimp.inside(plugin / "brushwork.json"),
+        "report": gimp.inside(report_file),
+        "config": gimp.inside(gimp.plugin / "brushwork.json"),
+        "last_values": gimp.inside(gimp.profile / "plug-in-settings" / LAST_VALUES),
         "cases": cases,
     }
-    (gimp.work / "spec.json").write_text(json.dumps(spec))
+    (gimp.work / f"spec-{tag}.json").write_text(json.dumps(spec))
+    script = gimp.work / f"batch-{tag}.py"
+    script.write_text(BATCH.replace("__SPEC__", repr(gimp.inside(gimp.work / f"spec-{tag}.json"))))
     started = time.monotonic()
-    done = gimp.batch(BATCH.replace("__SPEC__", repr(gimp.inside(gimp.work / "spec.json"))))
+    done = gimp.batch(script, display)
     seconds = time.monotonic() - started
-    report_file = gimp.out / "report.json"
     if done.returncode != 0 or not report_file.exists():
         pytest.fail(
             f"GIMP batch failed (exit {done.returncode}):\n{done.stdout[-4000:]}"
@@ -310,12 +340,86 @@ def _run_session(gimp: GimpSession, endpoint: str) -> dict:
     report = json.loads(report_file.read_text())
     for name, case in report.items():
         print(f"gimp e2e: {name}: {case['status']} in {case['seconds']:.2f} s")
-    print(f"gimp e2e: whole GIMP session {seconds:.1f} s")
+    print(f"gimp e2e: whole GIMP session ({tag}) {seconds:.1f} s")
     for case in report.values():
         case["pixels"] = {
             key: _pixels(gimp.out, case[key]) for key in ("before", "after", "new") if case[key]
         }
     return report
+
+
+@pytest.fixture(scope="module")
+def dialog_session(gimp) -> dict:
+    """The interactive run: GIMP's dialog on a virtual X display, its OK pressed by xdotool.
+
+    The dialog opens with the values GIMP remembered from the last run (seeded here as a
+    last-values file, as a previous OK would have left it).
+    """
+    last_values = (
+        f'(style-file "file://{gimp.inside(gimp.work / "style.png")}")\n'
+        "(strength 80)\n"
+        '(quality "preview")\n'
+        "(seed 0)\n"
+    )
+    case = {
+        "name": "dialog",
+        "content": gimp.inside(gimp.work / "content.png"),
+        "interactive": True,
+        "last_values": last_values,
+        "args": {},
+    }
+    with VirtualDisplay(gimp) as display:
+        presser = subprocess.Popen(
+            gimp.command("timeout", "120", "sh", "-c", PRESS_OK, display=display),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            report = _run_cases(gimp, "dialog", [case], display)
+        finally:
+            presser.kill()
+            pressed = presser.communicate()[0]
+    assert "pressed OK" in pressed, f"no dialog to press OK in: {pressed}"
+    return report["dialog"]
+
+
+# Waits for the plug-in's dialog, focuses it (no window manager here) and presses Alt+O (OK).
+PRESS_OK = (
+    'w=$(xdotool search --sync --name "^Neural Style Transfer$" | head -n1) && '
+    'xdotool windowfocus --sync "$w" && sleep 1 && xdotool key --clearmodifiers alt+o && '
+    "echo pressed OK"
+)
+
+
+class VirtualDisplay:
+    """An Xvfb server inside GIMP's root, for the one interactive run."""
+
+    def __init__(self, gimp: GimpSession) -> None:
+        self.gimp = gimp
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> str:
+        sockets = self.gimp.root / "tmp" / ".X11-unix"
+        number = next(n for n in range(90, 200) if not (sockets / f"X{n}").exists())
+        self.process = subprocess.Popen(
+            self.gimp.command(
+                "Xvfb", f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while not (sockets / f"X{number}").exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"Xvfb did not start: {self.process.communicate()[1][-2000:]}")
+            time.sleep(0.1)
+        return f":{number}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
 def _pixels(out: Path, info: dict) -> dict[str, np.ndarray]:
@@ -405,3 +509,15 @@ def test_failures_are_one_clear_message_and_change_nothing(session, name, expect
     assert expected in case["message"] and "\n" not in case["message"]
     assert case["new"] is None and len(case["layers"]) == 1
     _assert_source_untouched(case)
+
+
+def test_dialog_opens_with_the_last_values_and_ok_runs_the_filter(dialog_session):
+    case = dialog_session
+    assert case["status"] == "success", case["message"]
+    assert case["layers"] == ["style style", "Background"]  # the remembered style file
+    _assert_source_untouched(case)
+    _assert_stylized(case["pixels"]["new"]["rgba"], case["pixels"]["before"]["rgba"])
+    # GIMP wrote the values of this OK back, all of them: the next dialog opens with them.
+    saved = case["last_values"]
+    for line in ("(strength 80)", '(quality "preview")', "(seed 0)", "(size 0)", "style.png"):
+        assert line in saved
