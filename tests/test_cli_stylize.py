@@ -9,6 +9,7 @@ import pytest
 
 from brushwork import images
 from engine_helpers import content_image, style_image
+from fixtures_daemon import free_port
 
 
 def brushwork(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -94,3 +95,23 @@ def test_unsupported_pixel_layout(tmp_path, pictures):
 
     Image.fromarray(np.zeros((4, 4, 4), np.uint8), mode="CMYK").save(odd)
     assert images.load(odd).shape == (4, 4, 3)  # converted, not refused
+
+
+def test_stylize_goes_through_a_daemon_when_one_answers(tmp_path, pictures, daemon):
+    out = tmp_path / "out.png"
+    r = brushwork(
+        "stylize", *map(str, pictures), "-o", str(out), "--size", "40", "--iterations", "2",
+        "--scales", "1", "--server", daemon.endpoint,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"on the daemon at {daemon.endpoint}" in r.stderr
+    assert images.load(out).shape == (29, 40, 4)
+
+
+def test_stylize_with_a_silent_server_is_one_line(tmp_path, pictures):
+    port = free_port()
+    r = brushwork(
+        "stylize", *map(str, pictures), "-o", str(tmp_path / "o.png"),
+        "--server", f"tcp://127.0.0.1:{port}",
+    )  # fmt: skip
+    _one_line_error(r, 1, f"no daemon at tcp://127.0.0.1:{port}")

@@ -12,9 +12,10 @@ import onnx
 import pytest
 import torch
 import torchvision
+from onnx import helper, numpy_helper
+
 from brushwork import weights
 from brushwork.weights import CONVS, FORMAT, SHAPES, SPOT_VALUES, WeightsError, load
-from onnx import helper, numpy_helper
 
 
 def _random_features(seed: int = 0) -> dict[str, torch.Tensor]:

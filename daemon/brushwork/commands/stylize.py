@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from brushwork import remote
 from brushwork.errors import BrushworkError
 from brushwork.settings import INITS, OPTIMIZERS, PRESERVE_COLORS, Settings
 
@@ -125,6 +126,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings_arguments(p)
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default %(default)s)")
     add_weights_argument(p)
+    remote.add_server_arguments(p)
+    p.epilog = "--device and --weights apply in-process; a daemon uses its own."
     p.set_defaults(run=run)
 
 
@@ -137,10 +140,15 @@ def run(args: argparse.Namespace) -> int:
     init_image = images.load(args.init) if settings.init == "image" else None
     images.check_output_path(args.output)  # fail before a long run, not after it
 
-    from brushwork.engine import Engine
+    engine = remote.connect(args)  # None when no daemon answers; an error if --server did not
+    if engine is None:
+        from brushwork.engine import Engine
 
-    engine = Engine(weights=args.weights, device=args.device)
-    print(f"brushwork: stylizing in-process on {engine.device}", file=sys.stderr)
+        engine = Engine(weights=args.weights, device=args.device)
+        where = f"in-process on {engine.device}"
+    else:
+        where = f"on the daemon at {engine.endpoint} ({engine.device})"
+    print(f"brushwork: stylizing {where}", file=sys.stderr)
     bar = ProgressBar(sys.stderr)
     try:
         result = engine.stylize(content, styles, settings, init_image=init_image, progress=bar)
