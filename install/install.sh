@@ -206,7 +206,10 @@ pip_command() {
 # --- The plug-in --------------------------------------------------------------------------------
 
 write_config() {  # $1: file
-    "$(host_python)" - "$1" "$ENDPOINT" "$DAEMON" <<'EOF'
+    local daemon=$DAEMON
+    # Windows GIMP runs the daemon command itself: it needs C:\... paths, not Git Bash's /c/...
+    [ "$OS" != windows ] || daemon=$(cygpath -w "$DAEMON")
+    "$(host_python)" - "$1" "$ENDPOINT" "$daemon" <<'EOF'
 import json, sys
 path, endpoint, daemon = sys.argv[1:]
 config = {
@@ -306,6 +309,7 @@ uninstall() {
             say "removed the weights $weights"
         fi
         rm -rf "$VENV"
+        rmdir "$(dirname "$VENV")" 2>/dev/null || true  # the brushwork data folder, if empty
         say "removed the venv $VENV"
     fi
 }
