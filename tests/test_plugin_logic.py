@@ -279,7 +279,9 @@ def _alive(pid: int) -> bool:
 def test_autostart_spawns_the_real_daemon_detached_and_it_serves(tmp_path, weights_file):
     endpoint = free_endpoint()
     command = [
-        str(REPO / ".venv" / "bin" / "brushwork"),
+        sys.executable,
+        "-m",
+        "brushwork",
         "serve",
         "--bind",
         endpoint,
