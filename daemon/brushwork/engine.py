@@ -16,15 +16,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brushwork import color, images, losses
+from brushwork import color, images, losses, tiling
 from brushwork import weights as weights_mod
 from brushwork.errors import BrushworkError
+from brushwork.lbfgs import LBFGS
 from brushwork.settings import Settings
 from brushwork.vgg import VGGFeatures
 
 MIN_SIDE = 32  # below this VGG's fifth block sees a single pixel; coarser scales are dropped
 PREVIEW_SIDE = 256
+PRECISIONS = ("auto", "fp32", "bf16")
 _STYLE_CACHE_ENTRIES = 32
+LBFGS_HISTORY = 50
+FINE_SHARE_RATIO = 4.0  # steps at a level / steps at the next finer one: about equal time each
 
 
 class Cancelled(Exception):
@@ -91,9 +95,15 @@ def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
 
 
 def split_iterations(total: int, levels: int) -> list[int]:
-    """Equal steps per level; the finest level takes the remainder."""
-    base = total // levels
-    return [base] * (levels - 1) + [total - base * (levels - 1)]
+    """Steps per level, coarse to fine; the finest level takes the remainder.
+
+    Each level gets FINE_SHARE_RATIO times the steps of the next finer one: a level costs about
+    four times the one before it, and the coarse levels place the strokes while the finer ones
+    only sharpen them, so steps are worth more where they are cheap.
+    """
+    shares = [FINE_SHARE_RATIO ** (levels - 1 - k) for k in range(levels)]
+    steps = [int(total * share / sum(shares)) for share in shares[:-1]]
+    return [*steps, total - sum(steps)]
 
 
 def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -112,6 +122,55 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     )
 
 
+def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of the VGG passes, None for plain fp32.
+
+    auto: bf16 on CUDA GPUs that have it and on CPUs with native bf16 (AMX, AVX512-BF16), where
+    it runs VGG about twice as fast; elsewhere bf16 is emulated and slower, so fp32. The losses
+    and the optimiser always work in fp32. fp16 is not offered: the normalised losses make the
+    activation gradients far smaller than fp16 can hold.
+    """
+    if precision not in PRECISIONS:
+        raise BrushworkError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _cpu_has_native_bf16() -> bool:
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def bytes_per_pixel(grad: bool, history: int = LBFGS_HISTORY) -> int:
+    """Peak memory per pixel of one VGG pass up to conv5_1: measured on CPU as the growth of
+    peak RSS from 512 to 1024 px (bench/README.md), about the same in bf16 and fp32 there.
+    With `grad`: activations kept for the backward pass, their fp32 copies for the losses, and
+    the L-BFGS history (2 x history fp32 RGB images)."""
+    if not grad:
+        return 1200  # forward only: a few live conv1 activations (64 channels) and a copy
+    return 2700 + 2 * history * 3 * 4
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes a job may use on `device`: free GPU memory, or the RAM the OS can still give."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):  # not Linux: what the process could address
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
 class Engine:
     """Holds VGG16 on a device and a cache of style targets; stylize() runs one job."""
 
@@ -121,12 +180,44 @@ class Engine:
         device: str = "auto",
         *,
         model: VGGFeatures | None = None,
+        precision: str = "auto",
+        memory_fraction: float = 0.7,
     ) -> None:
         self.device = pick_device(device)
+        self.autocast = pick_precision(self.device, precision)
+        # channels_last lets cuDNN and oneDNN's bf16 kernels run fastest; oneDNN's fp32
+        # convolutions are a little slower with it (bench/README.md).
+        fast_layout = self.device.type == "cuda" or (
+            self.device.type == "cpu" and self.autocast is not None
+        )
+        self._layout = torch.channels_last if fast_layout else torch.contiguous_format
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # sizes repeat for hundreds of iterations
         if model is None:
             model = VGGFeatures.from_weights(weights_mod.load(weights_mod.resolve_path(weights)))
-        self.model = model.to(self.device)
+        self.model = model.to(self.device, memory_format=self._layout)
+        self.memory_fraction = memory_fraction
         self._style_cache: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
+
+    def features(self, image: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
+        """fp32 activations of `layers`; the convolutions run in the autocast dtype."""
+        x = _as_rgb(image.to(self.device)).contiguous(memory_format=self._layout)
+        dtype = self.autocast or torch.float32
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
+            acts = self.model(x, layers)
+        return {name: a.float() for name, a in acts.items()}
+
+    def tile_side(self, settings: Settings, height: int, width: int, grad: bool = True) -> int:
+        """Tile side for an image of height x width: its long side when it fits in memory (no
+        tiling), else settings.tile, else the largest multiple of 64 px that fits."""
+        if settings.tile:
+            return min(settings.tile, max(height, width))
+        budget = self.memory_fraction * available_memory(self.device)
+        per_px = bytes_per_pixel(grad)
+        if height * width * per_px <= budget:
+            return max(height, width)
+        side = int(math.sqrt(budget / per_px)) // 64 * 64
+        return max(64, side)
 
     def stylize(
         self,
@@ -138,7 +229,10 @@ class Engine:
         progress: Callable[[Progress], None] | None = None,
         preview_every: int = 0,
         cancel: CancelToken | None = None,
+        progress_every: int = 1,
     ) -> Result:
+        """progress_every > 1 reports only every N-th iteration (and the last): on a GPU each
+        report waits for the device, which costs about one iteration's worth of overlap."""
         start = time.perf_counter()
         if not styles:
             raise ValueError("at least one style image is needed")
@@ -153,19 +247,26 @@ class Engine:
         style_full = [_to_tensor(s, self.device) for s in style_rgbs]
         if settings.preserve_colors == "histogram":
             style_full = [color.match_histogram(s, content_full) for s in style_full]
-        content_out = _resize(content_full, (out_h, out_w))
         luminance = settings.preserve_colors == "luminance"
+        chroma = _resize(content_full, (out_h, out_w)) if luminance else None
 
         generator = (
             torch.Generator().manual_seed(settings.seed) if settings.seed is not None else None
         )
         sizes = scale_sizes(out_h, out_w, settings.scales)
         steps = split_iterations(settings.iterations, len(sizes))
+        tiles = [self.tile_side(settings, h, w) for h, w in sizes]
+        plans = [
+            tiling.plan(h, w, t, tiling.overlap_for(t))
+            for (h, w), t in zip(sizes, tiles, strict=True)
+        ]
+        total = sum(n * len(p) for n, p in zip(steps, plans, strict=True))
         run = _Run(
-            settings, progress, preview_every, cancel, start, content_out if luminance else None
-        )
+            self.features, settings, total, progress, max(1, progress_every), preview_every,
+            cancel, start, chroma,
+        )  # fmt: skip
         x = None
-        for (h, w), n in zip(sizes, steps, strict=True):
+        for (h, w), n, tile, tile_plan in zip(sizes, steps, tiles, plans, strict=True):
             content_s = _resize(content_full, (h, w))
             style_s = [_resize(s, self._style_size(s, (h, w), settings)) for s in style_full]
             if luminance:
@@ -177,10 +278,12 @@ class Engine:
             else:
                 x = _resize(x, (h, w))
             grams = self._style_targets(style_s, blend, settings)
-            x = run.optimize(self.model, x, content_s, grams, n)
+            if len(tile_plan) == 1:
+                x = run.optimize(x, content_s, grams, n)
+            else:
+                x = run.optimize_tiles(x, content_s, grams, n, tile_plan, tiling.overlap_for(tile))
 
-        result = run.to_rgb(_resize(x, (out_h, out_w)))
-        out = _to_numpy(result)
+        out = _to_numpy(run.to_rgb(_resize(x, (out_h, out_w))))
         if alpha is not None:
             a = _to_numpy(_resize(_to_tensor(alpha[..., None], self.device), (out_h, out_w)))
             out = np.concatenate([out, a], axis=2)
@@ -223,19 +326,24 @@ class Engine:
         """Blended Gram matrices sum_k w_k M_l(S_k), one per style layer."""
         blended: dict[str, torch.Tensor] = {}
         for style, w in zip(styles, blend, strict=True):
-            for name, g in self._grams(style, settings.style_layers).items():
+            for name, g in self._grams(style, settings).items():
                 blended[name] = blended.get(name, 0) + w * g
         return blended
 
-    def _grams(self, style: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def _grams(self, style: torch.Tensor, settings: Settings) -> dict[str, torch.Tensor]:
+        layers = settings.style_layers
         digest = hashlib.blake2b(style.cpu().numpy().tobytes(), digest_size=16).digest()
-        key = (digest, tuple(style.shape), layers)
+        key = (digest, tuple(style.shape), layers, self.autocast)
         if key in self._style_cache:
             self._style_cache.move_to_end(key)
             return self._style_cache[key]
-        with torch.no_grad():
-            acts = self.model(_as_rgb(style), set(layers))
-            grams = {name: losses.gram(a) for name, a in acts.items()}
+        h, w = style.shape[-2:]
+        tile = self.tile_side(settings.replace(tile=0), h, w, grad=False)
+        if tile >= max(h, w):
+            with torch.no_grad():
+                grams = {n: losses.gram(a) for n, a in self.features(style, set(layers)).items()}
+        else:  # a style image too large for one pass: the same Grams, summed over tiles
+            grams = tiling.tiled_grams(self.features, style, layers, tile)
         self._style_cache[key] = grams
         if len(self._style_cache) > _STYLE_CACHE_ENTRIES:
             self._style_cache.popitem(last=False)
@@ -250,20 +358,29 @@ def _as_rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
+Features = Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]]
+
+
 class _Run:
-    """State of one stylize() call across scales: iteration count, progress, cancel."""
+    """State of one stylize() call across scales and tiles: iterations, progress, cancel."""
 
     def __init__(
         self,
+        features: Features,
         settings: Settings,
+        total: int,
         progress: Callable[[Progress], None] | None,
+        progress_every: int,
         preview_every: int,
         cancel: CancelToken | None,
         start: float,
         chroma: torch.Tensor | None,
     ) -> None:
+        self.features = features
         self.settings = settings
+        self.total = total
         self.progress = progress
+        self.progress_every = progress_every
         self.preview_every = preview_every
         self.cancel = cancel
         self.start = start
@@ -274,75 +391,110 @@ class _Run:
     def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
         if self.chroma is None:
             return x
-        return color.with_chroma(x, _resize(self.chroma, tuple(x.shape[-2:])))
+        return color.with_chroma(x, _resize(self.chroma, tuple(x.shape[-2:])).to(x))
 
     def optimize(
         self,
-        model: VGGFeatures,
         x: torch.Tensor,
         content: torch.Tensor,
         grams: dict[str, torch.Tensor],
         steps: int,
+        preview: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        free: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`steps` optimiser steps on x; `preview` maps x to the image a preview shows; only
+        pixels where `free` is 1 move (L-BFGS then stays in that subspace exactly)."""
         s = self.settings
         with torch.no_grad():
-            content_target = model(_as_rgb(content), {s.content_layer})[s.content_layer]
+            content_target = self.features(content, {s.content_layer})[s.content_layer]
         content_weight = s.content_weight * losses.content_scale(content_target)
         layer_weights = {
             name: w * losses.style_scale(grams[name])
             for name, w in zip(s.style_layers, s.layer_weights(), strict=True)
         }
         layers = {s.content_layer, *s.style_layers}
-        x = x.detach().contiguous().clone().requires_grad_(True)
-        if s.optimizer == "lbfgs":
-            # One function evaluation per step (no line search), so cancel and progress run
-            # every iteration; the optimiser keeps its curvature history across steps.
-            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=50)
-        else:
-            opt = torch.optim.Adam([x], lr=s.learning_rate)
-        terms: dict[str, torch.Tensor] = {}
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            acts = model(_as_rgb(x), layers)
-            terms["content"] = content_weight * losses.content_loss(
-                content_target, acts[s.content_layer]
-            )
-            terms["style"] = s.style_weight * losses.style_loss(grams, acts, layer_weights)
-            terms["tv"] = s.tv_weight * losses.tv_loss(x)
-            terms["total"] = terms["content"] + terms["style"] + terms["tv"]
-            terms["total"].backward()
-            return terms["total"]
-
+        x = x.detach().float().contiguous().clone().requires_grad_(True)
+        # L-BFGS: one function evaluation per step (no line search), so cancel and progress run
+        # every iteration; the curvature history lives for one scale (or tile).
+        opt = LBFGS(x, LBFGS_HISTORY) if s.optimizer == "lbfgs" else None
+        adam = torch.optim.Adam([x], lr=s.learning_rate) if opt is None else None
         for _ in range(steps):
             if self.cancel is not None and self.cancel.is_set():
                 raise Cancelled
-            opt.step(closure)
+            x.grad = None
+            acts = self.features(x, layers)
+            terms = {
+                "content": content_weight
+                * losses.content_loss(content_target, acts[s.content_layer]),
+                "style": s.style_weight * losses.style_loss(grams, acts, layer_weights),
+                "tv": s.tv_weight * losses.tv_loss(x),
+            }
+            terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+            terms["total"].backward()
+            if free is not None:
+                x.grad.mul_(free)
             with torch.no_grad():
+                if opt is not None:
+                    opt.step(x.grad)
+                else:
+                    adam.step()
                 x.clamp_(0, 1)
             self.iteration += 1
-            self._report(x, terms)
+            if self.progress is not None and (
+                self.iteration % self.progress_every == 0 or self.iteration == self.total
+            ):  # no host sync unless someone reads the numbers
+                self._check(terms)
+                self._report(x if preview is None else preview(x))
+        if steps:
+            self._check(terms)  # one sync per scale or tile
         return x.detach()
 
-    def _report(self, x: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        last = self.iteration == self.settings.iterations
-        if self.progress is None and not last:
-            return  # no host sync unless someone reads the numbers
-        self.last_losses = {k: float(v.detach()) for k, v in terms.items()}
-        if not all(math.isfinite(v) for v in self.last_losses.values()):
+    def optimize_tiles(
+        self,
+        x: torch.Tensor,
+        content: torch.Tensor,
+        grams: dict[str, torch.Tensor],
+        steps: int,
+        tiles: list[tiling.Tile],
+        overlap: int,
+    ) -> torch.Tensor:
+        """`steps` steps per tile on the pixels it owns (tiling.Canvas); the level's losses
+        are the tiles' final losses weighted by area."""
+        canvas = tiling.Canvas(x, tiles, ramp=overlap)
+        content = content.cpu()
+        weighted: dict[str, float] = {}
+        for i, tile in enumerate(tiles):
+            out = self.optimize(
+                canvas.read(tile).to(x.device), tile.of(content).to(x.device), grams, steps,
+                preview=lambda t, tile=tile, i=i: canvas.pasted(tile, i, t),
+                free=canvas.owned(tile, i).to(x.device),
+            )  # fmt: skip
+            canvas.add(tile, i, out)
+            for k, v in self.last_losses.items():
+                weighted[k] = weighted.get(k, 0.0) + v * tile.area
+        area = sum(t.area for t in tiles)
+        self.last_losses = {k: v / area for k, v in weighted.items()}
+        return canvas.image().to(x.device)
+
+    def _check(self, terms: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([v.detach().float() for v in terms.values()]).tolist()  # one sync
+        self.last_losses = dict(zip(terms, values, strict=True))
+        if not all(math.isfinite(v) for v in values):
             raise BrushworkError(
                 "the optimisation diverged (loss is not finite); lower the weights"
             )
-        if self.progress is None:
-            return
+
+    def _report(self, x: torch.Tensor) -> None:
+        last = self.iteration == self.total
         preview = None
         if self.preview_every and (self.iteration % self.preview_every == 0 or last):
             side = min(PREVIEW_SIDE, max(x.shape[-2:]))
-            preview = _to_numpy(self.to_rgb(_resize(x.detach(), output_size(*x.shape[-2:], side))))
+            small = _resize(x.detach(), output_size(*x.shape[-2:], side))
+            preview = _to_numpy(self.to_rgb(small))
         self.progress(
             Progress(
                 iteration=self.iteration,
-                total=self.settings.iterations,
+                total=self.total,
                 losses=self.last_losses,
                 elapsed=time.perf_counter() - self.start,
                 preview=preview,

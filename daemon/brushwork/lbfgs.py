@@ -1,0 +1,94 @@
+"""L-BFGS without line search and without host syncs: every step is a fixed set of tensor ops.
+
+torch.optim.LBFGS converts several tensors to Python numbers per step (loss, tolerances, and
+one `alpha=` per history pair), and each conversion waits for the GPU. Here the two-loop
+recursion is written in matrix form over the whole history (Byrd, Nocedal & Schnabel 1994):
+with A = S Y^T and recency order (oldest first), the first loop is the unit upper-triangular
+system (I + diag(rho) triu(A, 1)) alpha = rho * S g and the second the unit lower-triangular
+system (I + diag(rho) tril(A^T, -1)) c = alpha - gamma rho * Y q, so a step costs a handful of
+matrix-vector products and two small triangular solves, whatever the history length.
+
+Pairs with too little curvature (y.s <= 1e-10) enter the history with rho = 0, which makes
+them inert. As in torch, the pair's step s is the step taken, t * d, even when the caller then
+projects x (the engine clamps pixels to [0, 1]): the actual change of x makes the directions
+depend discontinuously on which pixels touch a bound, and results wander with the input's
+last bit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_CURVATURE_EPS = 1e-10
+
+
+class LBFGS:
+    """Minimise over the tensor `x` in place; call step(grad) after each gradient evaluation."""
+
+    def __init__(self, x: torch.Tensor, history: int, lr: float = 1.0) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self.x = x
+        self.lr = lr
+        self.m = history
+        n = x.numel()
+        opts = {"device": x.device, "dtype": torch.float32}
+        self.s = torch.zeros(history, n, **opts)
+        self.y = torch.zeros(history, n, **opts)
+        self.a = torch.zeros(history, history, **opts)  # a[i, j] = s_i . y_j, slot order
+        self.rho = torch.zeros(history, **opts)
+        self.gamma = torch.ones((), **opts)  # initial inverse Hessian scale y.s / y.y
+        # Row k: slot indices from oldest to newest after k % m pushes.
+        idx = torch.arange(history, device=x.device)
+        self.order = (idx[:, None] + idx[None, :]) % history
+        self.pushes = 0
+        self.prev_step: torch.Tensor | None = None
+        self.prev_g: torch.Tensor | None = None
+
+    def step(self, grad: torch.Tensor) -> None:
+        """Move x along the L-BFGS direction computed from `grad` (the gradient at x)."""
+        x = self.x.detach().view(-1)  # a view: x must be contiguous, the step lands in it
+        g = grad.detach().reshape(-1).float()
+        if self.prev_step is None:
+            # First step: steepest descent, scaled so its L1 length is at most lr (as torch).
+            d = -g
+            t = torch.clamp(1.0 / g.abs().sum().clamp_min(1e-30), max=1.0) * self.lr
+        else:
+            self._push(self.prev_step, g - self.prev_g)
+            d = -self._inverse_hessian_times(g)
+            # A direction that does not descend (numerical trouble) falls back to -g.
+            d = torch.where(torch.dot(g, d) < 0, d, -g)
+            t = self.lr
+        self.prev_step = d * t
+        self.prev_g = g.clone()
+        x.add_(self.prev_step)
+
+    def _push(self, s: torch.Tensor, y: torch.Tensor) -> None:
+        """Add the pair (s, y) = (step, change of gradient) in place of the oldest."""
+        j = self.pushes % self.m
+        self.pushes += 1
+        ys = torch.dot(y, s)
+        ok = ys > _CURVATURE_EPS
+        self.s[j] = s
+        self.y[j] = y
+        self.a[j, :] = self.y @ s
+        self.a[:, j] = self.s @ y
+        self.rho[j] = torch.where(ok, 1.0 / ys.clamp_min(_CURVATURE_EPS), 0.0)
+        self.gamma = torch.where(ok, ys / torch.dot(y, y).clamp_min(1e-30), self.gamma)
+
+    def _inverse_hessian_times(self, g: torch.Tensor) -> torch.Tensor:
+        p = self.order[self.pushes % self.m]  # oldest .. newest
+        a = self.a[p][:, p]
+        rho = self.rho[p]
+        eye = torch.eye(self.m, device=g.device)
+        upper = eye + rho[:, None] * torch.triu(a, 1)
+        alpha = torch.linalg.solve_triangular(
+            upper, (rho * (self.s @ g)[p])[:, None], upper=True, unitriangular=True
+        )[:, 0]
+        alpha_slots = torch.empty_like(alpha).index_copy_(0, p, alpha)
+        q = g - self.y.T @ alpha_slots
+        lower = eye + rho[:, None] * torch.tril(a.T, -1)
+        rhs = alpha - self.gamma * rho * (self.y @ q)[p]
+        c = torch.linalg.solve_triangular(lower, rhs[:, None], upper=False, unitriangular=True)
+        c_slots = torch.empty_like(alpha).index_copy_(0, p, c[:, 0])
+        return self.gamma * q + self.s.T @ c_slots
