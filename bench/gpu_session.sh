@@ -22,15 +22,16 @@ fi
 exec > >(tee "$OUT/session.log") 2>&1
 date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-$PY -c "import torch, png; print('torch', torch.__version__, torch.cuda.get_device_name(0))" || exit 1
+$PY -c "import torch, png; print('torch', torch.__version__, torch.cuda.get_device_name(0))" \
+    || { echo "no torch+CUDA or no pypng: carry .venv/lib/python3.11/site-packages/png.py"; exit 1; }
 ls -l "$BRUSHWORK_WEIGHTS" || exit 1
 
 echo "== engine check (bench/gpu_check.py)"
-timeout 200 $PY bench/gpu_check.py "$OUT/gpu_check.json"
+timeout 150 $PY bench/gpu_check.py "$OUT/gpu_check.json"
 echo "gpu_check exit $?"
 
 echo "== benchmark (bench/run.py)"
-timeout 330 $PY bench/run.py --device cuda --sizes 512,1024,2048,4096 --caps 15,30,45,60 \
+timeout 330 $PY bench/run.py --device cuda --sizes 512,1024,2048,4096 --caps 10,20,30,45 \
     --fp32-too --out "$OUT" --images /tmp/brushwork-images
 echo "bench exit $?"
 (cd /tmp/brushwork-images 2>/dev/null && tar czf "$OUT/images.tgz" ./*-512.png ./*-1024.png)

@@ -108,7 +108,7 @@ def stylize(
         opt.zero_grad()
         j = cost(x)
         j.backward()
-        seen.append(float(j))
+        seen.append(float(j.detach()))
         return j
 
     while True:

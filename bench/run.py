@@ -251,9 +251,7 @@ def main() -> int:
     if args.compile:
         variants.append(("brushwork compiled", "auto", True))
     now = datetime.datetime.now(datetime.UTC)
-    device_name = (
-        torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor()
-    )
+    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else _cpu_name()
     record = {
         "date": now.isoformat(timespec="seconds"),
         "device": args.device,
@@ -315,6 +313,15 @@ def _write(record: dict, stem: Path) -> None:
         f"{record['content']} styled as {record['style']}; settings: {record['settings']}\n\n"
     )
     stem.with_suffix(".md").write_text(header + table(record["rows"]) + "\n")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor()
 
 
 def _load() -> list[float] | None:

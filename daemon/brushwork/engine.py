@@ -28,7 +28,6 @@ PREVIEW_SIDE = 256
 PRECISIONS = ("auto", "fp32", "bf16")
 _STYLE_CACHE_ENTRIES = 32
 LBFGS_HISTORY = 50
-FINE_SHARE_RATIO = 4.0  # steps at a level / steps at the next finer one: about equal time each
 
 
 class Cancelled(Exception):
@@ -95,15 +94,9 @@ def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
 
 
 def split_iterations(total: int, levels: int) -> list[int]:
-    """Steps per level, coarse to fine; the finest level takes the remainder.
-
-    Each level gets FINE_SHARE_RATIO times the steps of the next finer one: a level costs about
-    four times the one before it, and the coarse levels place the strokes while the finer ones
-    only sharpen them, so steps are worth more where they are cheap.
-    """
-    shares = [FINE_SHARE_RATIO ** (levels - 1 - k) for k in range(levels)]
-    steps = [int(total * share / sum(shares)) for share in shares[:-1]]
-    return [*steps, total - sum(steps)]
+    """Equal steps per level; the finest level takes the remainder."""
+    base = total // levels
+    return [base] * (levels - 1) + [total - base * (levels - 1)]
 
 
 def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -276,7 +269,7 @@ class Engine:
             if x is None:
                 x = self._init(content_s, settings, init_image, generator, luminance)
             else:
-                x = _resize(x, (h, w))
+                x = _upscale(x, content_s)
             grams = self._style_targets(style_s, blend, settings)
             if len(tile_plan) == 1:
                 x = run.optimize(x, content_s, grams, n)
@@ -351,6 +344,16 @@ class Engine:
 
     def style_cache_size(self) -> int:
         return len(self._style_cache)
+
+
+def _upscale(x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The previous level's result at the content's size, with the content's detail that the
+    smaller level could not hold added back (the difference between the content and its
+    down-and-up-sampled self): the content term at the new level starts low, and the steps
+    go to the style instead of redrawing edges the content already has."""
+    size = tuple(content.shape[-2:])
+    detail = content - _resize(_resize(content, tuple(x.shape[-2:])), size)
+    return (_resize(x, size) + detail).clamp(0, 1)
 
 
 def _as_rgb(x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ class Settings:
     """One stylization. Every field has a default chosen by looking at results (see README)."""
 
     size: int = 512  # long side of the output in px; 0 keeps the content's own size
-    iterations: int = 300  # optimizer steps over all scales together
+    iterations: int = 200  # optimizer steps over all scales together
     content_weight: float = 1.0
     style_weight: float = 10.0
     tv_weight: float = 1.0
