@@ -1,4 +1,4 @@
-"""Images larger than memory allows: overlapping tiles, blended without seams.
+"""Images larger than memory allows: overlapping tiles, joined without seams.
 
 Every tile is optimised against the GLOBAL style targets. The Gram matrices are normalised by
 the layer's size (losses.gram), so a tile's Gram estimates the same statistics as the whole
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-_RAMP_FLOOR = 1e-3  # every covered pixel keeps a positive weight, so the sum never is 0
+_RAMP_FLOOR = 1e-3  # every covered pixel keeps a positive weight, so some tile owns it
 
 
 @dataclass(frozen=True)
