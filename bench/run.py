@@ -104,6 +104,7 @@ def run_brushwork(job: dict) -> dict:
         from PIL import Image
 
         Image.fromarray((result.image * 255).round().astype(np.uint8)).save(job["save"])
+    peaks = _peaks(engine.device)  # before the common evaluation, which is not the engine's
     terms = loss_terms(engine.model, c_t, s_t, image.to(engine.device), settings)
     return {
         "kind": "brushwork",
@@ -116,7 +117,7 @@ def run_brushwork(job: dict) -> dict:
         "ms_per_it_full_size": None if final_rate is None else 1000 * final_rate,
         "engine_losses": result.losses,
         "losses": terms,
-        **_peaks(engine.device),
+        **peaks,
     }
 
 
@@ -139,6 +140,7 @@ def run_naive(job: dict) -> dict:
         model, c_t, s_t, settings, target=job["target"], time_cap=job["cap_s"],
         history=job["history"],
     )  # fmt: skip
+    peaks = _peaks(device)
     if job.get("save"):
         from PIL import Image
 
@@ -153,7 +155,7 @@ def run_naive(job: dict) -> dict:
         "reached": out.reached,
         "own_loss": out.loss,
         "losses": loss_terms(model, c_t, s_t, out.image, settings),
-        **_peaks(device),
+        **peaks,
     }
 
 

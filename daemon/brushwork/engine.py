@@ -184,8 +184,9 @@ class Engine:
             self.device.type == "cpu" and self.autocast is not None
         )
         self._layout = torch.channels_last if fast_layout else torch.contiguous_format
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # sizes repeat for hundreds of iterations
+        # No cudnn.benchmark: every pyramid level and style size is a new shape to autotune,
+        # and on an H200 a cold 512 px job took 7.8 s with it, 4.9 s without (same peak memory;
+        # bench/gpu_memory_probe.py).
         if model is None:
             model = VGGFeatures.from_weights(weights_mod.load(weights_mod.resolve_path(weights)))
         self.model = model.to(self.device, memory_format=self._layout)
