@@ -95,6 +95,14 @@ def test_negative_seed_means_random_and_size_0_keeps_the_layer_size():
     assert s.seed is None and s.size == 0
 
 
+def test_tile_forces_tiling_and_too_small_tiles_are_refused():
+    common = dict(strength=50, size=0, quality="normal", preserve_colors="none", seed=0)
+    assert logic.build_settings(**common, tile=512).tile == 512
+    assert logic.build_settings(**common).tile == 0
+    with pytest.raises(ValueError, match="tile must be 0"):
+        logic.build_settings(**common, tile=10)
+
+
 def test_bad_preserve_colors_is_refused_by_settings():
     with pytest.raises(ValueError, match="preserve_colors must be one of"):
         logic.build_settings(strength=50, size=0, quality="high", preserve_colors="x", seed=0)

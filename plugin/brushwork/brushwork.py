@@ -35,6 +35,7 @@ DIALOG_ARGUMENTS = [
     "style-file",
     "strength",
     "size",
+    "tile",
     "quality",
     "preserve-colors",
     "seed",
@@ -84,6 +85,10 @@ class Brushwork(Gimp.PlugIn):
         )  # fmt: skip
         proc.add_int_argument(
             "size", "Si_ze", "Long side in px to stylize at; 0 = the layer's own size",
+            0, 16384, 0, _RW,
+        )  # fmt: skip
+        proc.add_int_argument(
+            "tile", "Tile (p_x)", "Force tiling with tiles of this many px; 0 = only when needed",
             0, 16384, 0, _RW,
         )  # fmt: skip
         proc.add_choice_argument(
@@ -169,6 +174,7 @@ def _stylize(image, layer, config):
     settings = logic.build_settings(
         strength=config.get_property("strength"),
         size=config.get_property("size"),
+        tile=config.get_property("tile"),
         quality=config.get_property("quality"),
         preserve_colors=config.get_property("preserve-colors"),
         seed=config.get_property("seed"),

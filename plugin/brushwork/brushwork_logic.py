@@ -54,11 +54,12 @@ def quality_steps(quality: str) -> tuple[int, int]:
 
 
 def build_settings(
-    *, strength: float, size: int, quality: str, preserve_colors: str, seed: int
+    *, strength: float, size: int, quality: str, preserve_colors: str, seed: int, tile: int = 0
 ) -> Settings:
     """The Settings of one run: the plug-in's arguments over the daemon's defaults.
 
-    size 0 keeps the layer's own size; seed < 0 means a new random start every time.
+    size 0 keeps the layer's own size; seed < 0 means a new random start every time; tile 0
+    lets the daemon decide whether to tile.
     """
     iterations, scales = quality_steps(quality)
     return _DEFAULTS.replace(
@@ -68,6 +69,7 @@ def build_settings(
         style_weight=style_weight(strength),
         preserve_colors=preserve_colors,
         seed=None if seed < 0 else seed,
+        tile=tile,
     )
 
 
