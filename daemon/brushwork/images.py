@@ -15,6 +15,7 @@ import png
 from PIL import Image, UnidentifiedImageError
 
 from brushwork.errors import BrushworkError
+from brushwork.pixels import quantize
 
 Image.MAX_IMAGE_PIXELS = None  # our own pixel limits apply (daemon); Pillow's would refuse 8k x 8k
 
@@ -102,17 +103,16 @@ def save(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8) -> None
     if bit_depth == 16 and ext != ".png":
         bit_depth = 8  # Pillow cannot write 16-bit colour in other formats; say so in --help
     check_output_path(path)
-    clipped = np.clip(image, 0.0, 1.0)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=ext)
     try:
         with os.fdopen(fd, "wb") as f:
             if bit_depth == 16:
-                arr = np.round(clipped * 65535).astype(np.uint16)
+                arr = quantize(image, "u16")
                 h, w, c = arr.shape
                 writer = png.Writer(w, h, greyscale=False, alpha=c == 4, bitdepth=16)
                 writer.write(f, arr.reshape(h, w * c))
             else:
-                arr = np.round(clipped * 255).astype(np.uint8)
+                arr = quantize(image, "u8")
                 if arr.shape[2] == 4 and ext in (".jpg", ".jpeg"):
                     arr = arr[..., :3]  # JPEG has no alpha
                 Image.fromarray(arr).save(f, format=Image.registered_extensions()[ext])

@@ -29,9 +29,14 @@ def from_array(array: np.ndarray) -> RawImage:
     return RawImage(array.shape[1], array.shape[0], array.shape[2], name, data.data.cast("B"))
 
 
-def from_float(image: np.ndarray, dtype: str) -> RawImage:
-    """Float (H, W, C) in [0, 1] quantized (rounded) to `dtype`."""
+def quantize(image: np.ndarray, dtype: str) -> np.ndarray:
+    """Float in [0, 1] (clipped) as `dtype` ("u8", "u16": rounded; "f32": as is)."""
     clipped = np.clip(image, 0.0, 1.0)
     if dtype == "f32":
-        return from_array(clipped.astype(np.float32, copy=False))
-    return from_array(np.round(clipped * _FULL_SCALE[dtype]).astype(NUMPY_DTYPES[dtype]))
+        return clipped.astype(np.float32, copy=False)
+    return np.round(clipped * _FULL_SCALE[dtype]).astype(NUMPY_DTYPES[dtype])
+
+
+def from_float(image: np.ndarray, dtype: str) -> RawImage:
+    """Float (H, W, C) in [0, 1] quantized (rounded) to `dtype`."""
+    return from_array(quantize(image, dtype))
