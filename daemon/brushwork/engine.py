@@ -151,6 +151,21 @@ def bytes_per_pixel(grad: bool, history: int = LBFGS_HISTORY) -> int:
     return 2700 + 2 * history * 3 * 4
 
 
+def device_memory(device: torch.device) -> tuple[int, int | None]:
+    """(total, free) bytes of the device's memory; free is None where it is unknown."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return total, free
+    if device.type == "mps":
+        return torch.mps.recommended_max_memory(), None
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES
+        free = None
+    return total, free
+
+
 def available_memory(device: torch.device) -> int:
     """Bytes a job may use on `device`: free GPU memory, or the RAM the OS can still give."""
     if device.type == "cuda":
@@ -160,8 +175,9 @@ def available_memory(device: torch.device) -> int:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)
         return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):  # not Linux: what the process could address
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (OSError, KeyError, ValueError):  # not Linux: what the OS reports, else the total
+        total, free = device_memory(device)
+        return total if free is None else free
 
 
 class Engine:

@@ -25,7 +25,7 @@ import torch
 import zmq
 
 from brushwork import __version__, curve, protocol
-from brushwork.engine import Engine, output_size, pick_device
+from brushwork.engine import Engine, device_memory, output_size, pick_device
 from brushwork.errors import BrushworkError
 from brushwork.jobs import Job, JobQueue, Peer, QueueFull, fingerprint, job_error
 from brushwork.protocol import (
@@ -88,21 +88,6 @@ def is_local(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # "*", an interface name, a host name: not provably loopback
         return False
-
-
-def device_memory(device: torch.device) -> tuple[int, int | None]:
-    """(total, free) bytes of the device's memory; free is None where it is unknown."""
-    if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-        return total, free
-    if device.type == "mps":
-        return torch.mps.recommended_max_memory(), None
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES
-        free = None
-    return total, free
 
 
 def default_max_pixels(device: torch.device) -> int:
