@@ -53,3 +53,27 @@ def test_a_projected_step_still_minimises():
             opt.step(x.grad)
             x.clamp_(-0.5, 0.5)
     assert values[-1] < values[0] - 5 and max(values) <= values[0]
+
+
+def test_steps_after_the_first_only_write_into_their_buffers():
+    """What lets a CUDA graph replay one captured step: after the first step, no attribute is
+    rebound and no buffer reallocated, and the push counter lives in a tensor."""
+    f = _problem()
+    x = torch.zeros(40, requires_grad=True)
+    opt = LBFGS(x, history=3)
+
+    def step():
+        x.grad = None
+        f(x).backward()
+        with torch.no_grad():
+            opt.step(x.grad)
+
+    step()
+    state = {k: (v, v.data_ptr()) for k, v in vars(opt).items() if isinstance(v, torch.Tensor)}
+    for _ in range(7):  # wraps the history twice
+        step()
+    after = {k: (v, v.data_ptr()) for k, v in vars(opt).items() if isinstance(v, torch.Tensor)}
+    assert after.keys() == state.keys()
+    for k, (tensor, ptr) in state.items():
+        assert after[k][0] is tensor and after[k][1] == ptr, k
+    assert int(opt.pushes) == 7

@@ -438,9 +438,9 @@ class _Run:
         # every iteration; the curvature history lives for one scale (or tile).
         opt = LBFGS(x, LBFGS_HISTORY) if s.optimizer == "lbfgs" else None
         adam = torch.optim.Adam([x], lr=s.learning_rate) if opt is None else None
-        for _ in range(steps):
-            if self.cancel is not None and self.cancel.is_set():
-                raise Cancelled
+
+        def iterate() -> dict[str, torch.Tensor]:
+            """One evaluation of J and one optimiser step: tensor ops only, no host sync."""
             x.grad = None
             acts = self.features(x, layers)
             terms = {
@@ -459,15 +459,32 @@ class _Run:
                 else:
                     adam.step()
                 x.clamp_(0, 1)
+            return terms
+
+        self.run_steps(iterate, steps, lambda: x if preview is None else preview(x))
+        return x.detach()
+
+    def run_steps(
+        self,
+        iterate: Callable[[], dict[str, torch.Tensor]],
+        steps: int,
+        shown: Callable[[], torch.Tensor],
+    ) -> None:
+        """Call iterate() `steps` times; between calls check the cancel token and report
+        progress with the image shown() returns."""
+        terms = None
+        for _ in range(steps):
+            if self.cancel is not None and self.cancel.is_set():
+                raise Cancelled
+            terms = iterate()
             self.iteration += 1
             if self.progress is not None and (
                 self.iteration % self.progress_every == 0 or self.iteration == self.total
             ):  # no host sync unless someone reads the numbers
                 self._check(terms)
-                self._report(x if preview is None else preview(x))
-        if steps:
+                self._report(shown())
+        if terms is not None:
             self._check(terms)  # one sync per scale or tile
-        return x.detach()
 
     def optimize_tiles(
         self,

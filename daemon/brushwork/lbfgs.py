@@ -13,6 +13,10 @@ them inert. As in torch, the pair's step s is the step taken, t * d, even when t
 projects x (the engine clamps pixels to [0, 1]): the actual change of x makes the directions
 depend discontinuously on which pixels touch a bound, and results wander with the input's
 last bit.
+
+After the first step, a step only writes into buffers allocated up front and keeps its push
+counter on the device, so the same sequence of kernels serves every later step: it can be
+captured once in a CUDA graph and replayed (bench/gpu_graph_probe.py).
 """
 
 from __future__ import annotations
@@ -41,16 +45,19 @@ class LBFGS:
         # Row k: slot indices from oldest to newest after k % m pushes.
         idx = torch.arange(history, device=x.device)
         self.order = (idx[:, None] + idx[None, :]) % history
-        self.pushes = 0
-        self.prev_step: torch.Tensor | None = None
-        self.prev_g: torch.Tensor | None = None
+        self.eye = torch.eye(history, **opts)
+        self.pushes = torch.zeros((), dtype=torch.long, device=x.device)
+        self.prev_step = torch.zeros(n, **opts)
+        self.prev_g = torch.zeros(n, **opts)
+        self.started = False
 
     def step(self, grad: torch.Tensor) -> None:
         """Move x along the L-BFGS direction computed from `grad` (the gradient at x)."""
         x = self.x.detach().view(-1)  # a view: x must be contiguous, the step lands in it
         g = grad.detach().reshape(-1).float()
-        if self.prev_step is None:
+        if not self.started:
             # First step: steepest descent, scaled so its L1 length is at most lr (as torch).
+            self.started = True
             d = -g
             t = torch.clamp(1.0 / g.abs().sum().clamp_min(1e-30), max=1.0) * self.lr
         else:
@@ -59,35 +66,35 @@ class LBFGS:
             # A direction that does not descend (numerical trouble) falls back to -g.
             d = torch.where(torch.dot(g, d) < 0, d, -g)
             t = self.lr
-        self.prev_step = d * t
-        self.prev_g = g.clone()
+        self.prev_step.copy_(d * t)
+        self.prev_g.copy_(g)
         x.add_(self.prev_step)
 
     def _push(self, s: torch.Tensor, y: torch.Tensor) -> None:
         """Add the pair (s, y) = (step, change of gradient) in place of the oldest."""
-        j = self.pushes % self.m
-        self.pushes += 1
+        j = (self.pushes % self.m).view(1)  # a device index: no host sync, no baked-in slot
+        self.pushes.add_(1)
         ys = torch.dot(y, s)
         ok = ys > _CURVATURE_EPS
-        self.s[j] = s
-        self.y[j] = y
-        self.a[j, :] = self.y @ s
-        self.a[:, j] = self.s @ y
-        self.rho[j] = torch.where(ok, 1.0 / ys.clamp_min(_CURVATURE_EPS), 0.0)
-        self.gamma = torch.where(ok, ys / torch.dot(y, y).clamp_min(1e-30), self.gamma)
+        self.s.index_copy_(0, j, s[None])
+        self.y.index_copy_(0, j, y[None])
+        self.a.index_copy_(0, j, (self.y @ s)[None])
+        self.a.index_copy_(1, j, (self.s @ y)[:, None])
+        rho = torch.where(ok, 1.0 / ys.clamp_min(_CURVATURE_EPS), 0.0)
+        self.rho.index_copy_(0, j, rho.view(1))
+        self.gamma.copy_(torch.where(ok, ys / torch.dot(y, y).clamp_min(1e-30), self.gamma))
 
     def _inverse_hessian_times(self, g: torch.Tensor) -> torch.Tensor:
-        p = self.order[self.pushes % self.m]  # oldest .. newest
+        p = self.order.index_select(0, (self.pushes % self.m).view(1))[0]  # oldest .. newest
         a = self.a[p][:, p]
         rho = self.rho[p]
-        eye = torch.eye(self.m, device=g.device)
-        upper = eye + rho[:, None] * torch.triu(a, 1)
+        upper = self.eye + rho[:, None] * torch.triu(a, 1)
         alpha = torch.linalg.solve_triangular(
             upper, (rho * (self.s @ g)[p])[:, None], upper=True, unitriangular=True
         )[:, 0]
         alpha_slots = torch.empty_like(alpha).index_copy_(0, p, alpha)
         q = g - self.y.T @ alpha_slots
-        lower = eye + rho[:, None] * torch.tril(a.T, -1)
+        lower = self.eye + rho[:, None] * torch.tril(a.T, -1)
         rhs = alpha - self.gamma * rho * (self.y @ q)[p]
         c = torch.linalg.solve_triangular(lower, rhs[:, None], upper=False, unitriangular=True)
         c_slots = torch.empty_like(alpha).index_copy_(0, p, c[:, 0])
