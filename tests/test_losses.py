@@ -17,6 +17,8 @@ def test_content_loss_is_half_squared_distance():
 
 def test_content_scale_makes_the_loss_relative():
     assert losses.content_scale(A) == pytest.approx(1 / (0.5 * (1 + 4 + 9 + 16)))
+    # A tile of a larger image: that image's energy per element, times the tile's elements.
+    assert losses.content_scale(A, density=2.0) == pytest.approx(1 / (2.0 * A.numel()))
 
 
 def test_gram_is_normalised_by_layer_size():

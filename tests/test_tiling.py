@@ -99,3 +99,34 @@ def test_engine_tiles_by_itself_when_memory_is_short(engine, monkeypatch):
     out = engine.stylize(_textured(150, 200), [style_image()], settings)
     assert out.image.shape == (150, 200, 3)
     assert out.iterations == 3 * len(tiling.plan(150, 200, side, tiling.overlap_for(side)))
+
+
+def test_tiles_weigh_content_as_the_whole_image_does(engine, monkeypatch):
+    """Every tile normalises its content term by the whole level's energy per activation
+    element. With each tile's own energy, a tile of flat sky got a far larger content weight
+    than a busy one, so less style, and the texture stepped where the two met."""
+    h, w = 64, 160
+    busy = np.full((h, w, 3), 128, np.uint8)
+    busy[:, 80:] = np.random.default_rng(2).integers(0, 256, (h, w - 80, 3))
+    per_element = []
+    content_scale = losses.content_scale
+
+    def spy(a_c, density=None):
+        scale = content_scale(a_c, density)
+        per_element.append(scale * a_c.numel())
+        return scale
+
+    monkeypatch.setattr(losses, "content_scale", spy)
+    settings = Settings(size=0, iterations=1, scales=1, tile=96)
+    engine.stylize(busy, [style_image(64, 64)], settings)
+    assert len(per_element) == len(tiling.plan(h, w, 96, tiling.overlap_for(96))) == 2
+    assert per_element[0] == pytest.approx(per_element[1], rel=1e-6)
+    own = [content_scale(a) * a.numel() for a in _tile_content_features(engine, busy, 96)]
+    assert own[0] > 1.5 * own[1]  # the case the shared energy is for: tiles differ a lot
+
+
+def _tile_content_features(engine, image: np.ndarray, tile: int) -> list[torch.Tensor]:
+    x = torch.from_numpy(image / np.float32(255)).permute(2, 0, 1)[None].float()
+    tiles = tiling.plan(*image.shape[:2], tile, tiling.overlap_for(tile))
+    with torch.no_grad():
+        return [engine.features(t.of(x), {"conv4_2"})["conv4_2"] for t in tiles]

@@ -17,9 +17,17 @@ def content_loss(a_c: torch.Tensor, a_g: torch.Tensor) -> torch.Tensor:
     return 0.5 * (a_c - a_g).pow(2).sum()
 
 
-def content_scale(a_c: torch.Tensor) -> float:
-    """1 / Jc(C, 0): makes Jc the relative error of G's activations."""
-    return 1.0 / max(float(content_loss(a_c, torch.zeros_like(a_c))), 1e-12)
+def content_energy(a_c: torch.Tensor) -> float:
+    """Jc(C, 0) = 1/2 ||a(C)||^2."""
+    return 0.5 * float(a_c.float().pow(2).sum())
+
+
+def content_scale(a_c: torch.Tensor, density: float | None = None) -> float:
+    """1 / Jc(C, 0): makes Jc the relative error of G's activations. With `density` (energy
+    per activation element of a whole image), 1 / (density * elements) instead: a tile of
+    that image then weighs content as the whole image does, whatever its own contents."""
+    energy = content_energy(a_c) if density is None else density * a_c.numel()
+    return 1.0 / max(energy, 1e-12)
 
 
 def gram(a: torch.Tensor) -> torch.Tensor:

@@ -58,9 +58,16 @@ def plan(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     ]
 
 
+# The deepest layer the losses read, conv5_1, sees 132 px of the image (its receptive field):
+# an overlap of twice that leaves a pixel near an ownership boundary (the overlap's middle)
+# a full field of real neighbours on the other tile's side. Wider only costs time: at tile // 4,
+# a 2000 px tile computes 78 % more pixels than it owns; capped, 32 %.
+_MAX_OVERLAP = 256
+
+
 def overlap_for(tile: int) -> int:
     """Overlap between neighbours: wide enough to hide the padded border of VGG's deep layers."""
-    return max(16, tile // 4)
+    return min(max(16, tile // 4), _MAX_OVERLAP)
 
 
 def _ramp(length: int, ramp: int, start_inside: bool, end_inside: bool) -> torch.Tensor:
