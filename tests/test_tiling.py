@@ -128,5 +128,6 @@ def test_tiles_weigh_content_as_the_whole_image_does(engine, monkeypatch):
 def _tile_content_features(engine, image: np.ndarray, tile: int) -> list[torch.Tensor]:
     x = torch.from_numpy(image / np.float32(255)).permute(2, 0, 1)[None].float()
     tiles = tiling.plan(*image.shape[:2], tile, tiling.overlap_for(tile))
+    layer = Settings().content_layer
     with torch.no_grad():
-        return [engine.features(t.of(x), {"conv4_2"})["conv4_2"] for t in tiles]
+        return [engine.features(t.of(x), {layer})[layer] for t in tiles]
