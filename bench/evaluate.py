@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import torch
 
-from brushwork import losses
+from brushwork import losses, weights
 from brushwork.settings import Settings
 from brushwork.vgg import VGGFeatures
+
+
+def reference_model(weights_path: str | None, device: torch.device) -> VGGFeatures:
+    """VGG16 in fp32, loaded afresh: an engine holds its copy in bf16 where it computes in
+    bf16, and a score computed with rounded weights would flatter it."""
+    model = VGGFeatures.from_weights(weights.load(weights.resolve_path(weights_path)))
+    return model.to(device)
 
 
 def loss_terms(
@@ -29,6 +36,8 @@ def loss_terms(
     settings: Settings,
 ) -> dict[str, float]:
     """Weighted terms content, style, tv and total of `image` (all (1, 3, H, W) in [0, 1])."""
+    if model.features[0].weight.dtype != torch.float32:
+        raise ValueError("scores are computed with fp32 weights: use reference_model()")
     s = settings
     layers = {s.content_layer, *s.style_layers}
     with torch.no_grad():

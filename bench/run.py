@@ -71,7 +71,7 @@ def run_brushwork(job: dict) -> dict:
 
     from brushwork.engine import Engine, scale_sizes, split_iterations
     from brushwork.settings import Settings
-    from evaluate import loss_terms
+    from evaluate import loss_terms, reference_model
 
     settings = Settings(**job["settings"])
     engine = Engine(weights=job["weights"], device=job["device"], precision=job["precision"])
@@ -105,10 +105,11 @@ def run_brushwork(job: dict) -> dict:
 
         Image.fromarray((result.image * 255).round().astype(np.uint8)).save(job["save"])
     peaks = _peaks(engine.device)  # before the common evaluation, which is not the engine's
-    terms = loss_terms(engine.model, c_t, s_t, image.to(engine.device), settings)
+    model = reference_model(job["weights"], engine.device)
+    terms = loss_terms(model, c_t, s_t, image.to(engine.device), settings)
     return {
         "kind": "brushwork",
-        "precision": str(engine.autocast or "fp32").replace("torch.", ""),
+        "precision": str(engine.compute_dtype).replace("torch.", ""),
         "iterations": result.iterations,
         "cold_s": runs["cold"],
         "time_s": runs[phase],
@@ -124,15 +125,12 @@ def run_brushwork(job: dict) -> dict:
 def run_naive(job: dict) -> dict:
 
     import naive
-    from brushwork import weights
     from brushwork.engine import pick_device
     from brushwork.settings import Settings
-    from brushwork.vgg import VGGFeatures
-    from evaluate import loss_terms
+    from evaluate import loss_terms, reference_model
 
     device = pick_device(job["device"])
-    model = VGGFeatures.from_weights(weights.load(weights.resolve_path(job["weights"])))
-    model = model.to(device)
+    model = reference_model(job["weights"], device)
     settings = Settings(**job["settings"])
     _, (c_t, s_t) = _inputs(job, device)
     cpu = time.process_time()
@@ -212,7 +210,7 @@ def main() -> int:
     p.add_argument("--content", default=str(DEFAULT_CONTENT))
     p.add_argument("--style", default=str(DEFAULT_STYLE))
     p.add_argument("--weights", default=os.environ.get("BRUSHWORK_WEIGHTS"))
-    p.add_argument("--fp32-too", action="store_true", help="also Brushwork with autocast off")
+    p.add_argument("--fp32-too", action="store_true", help="also Brushwork in fp32")
     p.add_argument("--compile", action="store_true", help="also Brushwork with torch.compile")
     p.add_argument(
         "--warm",
@@ -238,7 +236,7 @@ def main() -> int:
     settings = Settings() if args.iterations is None else Settings(iterations=args.iterations)
     sizes = [int(s) for s in args.sizes.split(",")]
     caps = [float(c) for c in args.caps.split(",")]
-    caps += [caps[-1]] * (len(sizes) - len(caps))
+    caps = (caps + [caps[-1]] * len(sizes))[: len(sizes)]  # the last cap repeats as needed
     images_dir = Path(args.images) if args.images else None
     if images_dir:
         images_dir.mkdir(parents=True, exist_ok=True)

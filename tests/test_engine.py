@@ -189,10 +189,27 @@ def test_progress_every_thins_reports_but_keeps_the_last():
 
 def test_precision_choice():
     cpu = torch.device("cpu")
-    assert pick_precision(cpu, "fp32") is None
+    assert pick_precision(cpu, "fp32") is torch.float32
     assert pick_precision(cpu, "bf16") is torch.bfloat16
     with pytest.raises(BrushworkError, match="precision"):
         pick_precision(cpu, "fp16")
+
+
+def test_bf16_model_computes_what_autocast_computes():
+    """The engine holds VGG in bf16 instead of casting its weights on every pass under
+    autocast: the same roundings, so the same activations and input gradients, bit for bit."""
+    x = torch.rand(1, 3, 40, 56, requires_grad=True)
+    layers = {"conv1_1", "conv3_1", "conv5_1"}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = VGGFeatures(random_state_dict(), "caffe")(x, layers)
+    sum(a.float().pow(2).sum() for a in reference.values()).backward()
+    grad_reference, x.grad = x.grad, None
+    engine = Engine(model=VGGFeatures(random_state_dict(), "caffe"), device="cpu", precision="bf16")
+    ours = engine.features(x, layers)
+    sum(a.pow(2).sum() for a in ours.values()).backward()
+    for name in layers:
+        assert torch.equal(ours[name], reference[name].float())
+    assert torch.equal(x.grad, grad_reference)
 
 
 def test_bf16_passes_track_fp32(engine):

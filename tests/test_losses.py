@@ -42,6 +42,13 @@ def test_style_layer_loss_matches_the_seed_formula():
     assert ours.item() == pytest.approx(seed.item(), rel=1e-5)
 
 
+def test_style_layer_gradient_is_autograds():
+    """The hand-written gradient D F / N against finite differences, in float64."""
+    gram_s = losses.gram(torch.randn(1, 3, 4, 5, dtype=torch.float64))
+    a_g = torch.randn(1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: losses.style_layer_loss(gram_s, a, 0.7), (a_g,))
+
+
 def test_style_loss_weights_layers():
     acts = {"a": torch.randn(1, 2, 3, 3), "b": torch.randn(1, 4, 2, 2)}
     grams = {k: losses.gram(torch.randn_like(v)) for k, v in acts.items()}

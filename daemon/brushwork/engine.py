@@ -115,8 +115,8 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     )
 
 
-def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype of the VGG passes, None for plain fp32.
+def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype of the VGG passes.
 
     auto: bf16 on CUDA GPUs that have it and on CPUs with native bf16 (AMX, AVX512-BF16), where
     it runs VGG about twice as fast; elsewhere bf16 is emulated and slower, so fp32. The losses
@@ -126,14 +126,14 @@ def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision not in PRECISIONS:
         raise BrushworkError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
     if precision == "fp32":
-        return None
+        return torch.float32
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu" and _cpu_has_native_bf16():
         return torch.bfloat16
-    return None
+    return torch.float32
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -193,28 +193,25 @@ class Engine:
         memory_fraction: float = 0.7,
     ) -> None:
         self.device = pick_device(device)
-        self.autocast = pick_precision(self.device, precision)
+        self.compute_dtype = pick_precision(self.device, precision)
         # channels_last lets cuDNN and oneDNN's bf16 kernels run fastest; oneDNN's fp32
         # convolutions are a little slower with it (bench/README.md).
         fast_layout = self.device.type == "cuda" or (
-            self.device.type == "cpu" and self.autocast is not None
+            self.device.type == "cpu" and self.compute_dtype == torch.bfloat16
         )
-        self._layout = torch.channels_last if fast_layout else torch.contiguous_format
+        layout = torch.channels_last if fast_layout else torch.contiguous_format
         # No cudnn.benchmark: every pyramid level and style size is a new shape to autotune,
         # and on an H200 a cold 512 px job took 7.8 s with it, 4.9 s without (same peak memory;
         # bench/gpu_memory_probe.py).
         if model is None:
             model = VGGFeatures.from_weights(weights_mod.load(weights_mod.resolve_path(weights)))
-        self.model = model.to(self.device, memory_format=self._layout)
+        self.model = model.compute_in(self.device, self.compute_dtype, layout)
         self.memory_fraction = memory_fraction
         self._style_cache: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 
     def features(self, image: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        """fp32 activations of `layers`; the convolutions run in the autocast dtype."""
-        x = _as_rgb(image.to(self.device)).contiguous(memory_format=self._layout)
-        dtype = self.autocast or torch.float32
-        with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
-            acts = self.model(x, layers)
+        """fp32 activations of `layers`; the convolutions run in the compute dtype."""
+        acts = self.model(_as_rgb(image.to(self.device)), layers)
         return {name: a.float() for name, a in acts.items()}
 
     def tile_side(self, settings: Settings, height: int, width: int, grad: bool = True) -> int:
@@ -343,7 +340,7 @@ class Engine:
     def _grams(self, style: torch.Tensor, settings: Settings) -> dict[str, torch.Tensor]:
         layers = settings.style_layers
         digest = hashlib.blake2b(style.cpu().numpy().tobytes(), digest_size=16).digest()
-        key = (digest, tuple(style.shape), layers, self.autocast)
+        key = (digest, tuple(style.shape), layers, self.compute_dtype)
         if key in self._style_cache:
             self._style_cache.move_to_end(key)
             return self._style_cache[key]
@@ -431,7 +428,7 @@ class _Run:
             content_target = self.features(content, {s.content_layer})[s.content_layer]
         content_weight = s.content_weight * losses.content_scale(content_target, content_density)
         layer_weights = {
-            name: w * losses.style_scale(grams[name])
+            name: s.style_weight * w * losses.style_scale(grams[name])
             for name, w in zip(s.style_layers, s.layer_weights(), strict=True)
         }
         layers = {s.content_layer, *s.style_layers}
@@ -448,7 +445,7 @@ class _Run:
             terms = {
                 "content": content_weight
                 * losses.content_loss(content_target, acts[s.content_layer]),
-                "style": s.style_weight * losses.style_loss(grams, acts, layer_weights),
+                "style": losses.style_loss(grams, acts, layer_weights),
                 "tv": s.tv_weight * losses.tv_loss(x),
             }
             terms["total"] = terms["content"] + terms["style"] + terms["tv"]

@@ -66,7 +66,7 @@ class LBFGS:
             # A direction that does not descend (numerical trouble) falls back to -g.
             d = torch.where(torch.dot(g, d) < 0, d, -g)
             t = self.lr
-        self.prev_step.copy_(d * t)
+        torch.mul(d, t, out=self.prev_step)
         self.prev_g.copy_(g)
         x.add_(self.prev_step)
 
@@ -80,7 +80,7 @@ class LBFGS:
         self.y.index_copy_(0, j, y[None])
         self.a.index_copy_(0, j, (self.y @ s)[None])
         self.a.index_copy_(1, j, (self.s @ y)[:, None])
-        rho = torch.where(ok, 1.0 / ys.clamp_min(_CURVATURE_EPS), 0.0)
+        rho = ok / ys.clamp_min(_CURVATURE_EPS)  # 0 where the curvature is too small
         self.rho.index_copy_(0, j, rho.view(1))
         self.gamma.copy_(torch.where(ok, ys / torch.dot(y, y).clamp_min(1e-30), self.gamma))
 
@@ -88,14 +88,14 @@ class LBFGS:
         p = self.order.index_select(0, (self.pushes % self.m).view(1))[0]  # oldest .. newest
         a = self.a[p][:, p]
         rho = self.rho[p]
-        upper = self.eye + rho[:, None] * torch.triu(a, 1)
+        upper = torch.addcmul(self.eye, rho[:, None], torch.triu(a, 1))
         alpha = torch.linalg.solve_triangular(
             upper, (rho * (self.s @ g)[p])[:, None], upper=True, unitriangular=True
         )[:, 0]
         alpha_slots = torch.empty_like(alpha).index_copy_(0, p, alpha)
-        q = g - self.y.T @ alpha_slots
-        lower = self.eye + rho[:, None] * torch.tril(a.T, -1)
-        rhs = alpha - self.gamma * rho * (self.y @ q)[p]
+        q = torch.addmv(g, self.y.T, alpha_slots, alpha=-1)
+        lower = torch.addcmul(self.eye, rho[:, None], torch.tril(a.T, -1))
+        rhs = torch.addcmul(alpha, self.gamma * rho, (self.y @ q)[p], value=-1)
         c = torch.linalg.solve_triangular(lower, rhs[:, None], upper=False, unitriangular=True)
         c_slots = torch.empty_like(alpha).index_copy_(0, p, c[:, 0])
-        return self.gamma * q + self.s.T @ c_slots
+        return torch.addmv(self.gamma * q, self.s.T, c_slots)

@@ -59,6 +59,21 @@ class VGGFeatures(nn.Module):
         mean, std, scale = _PREPROCESS[kind]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("factor", (scale / torch.tensor(std)).view(1, 3, 1, 1))
+        self.memory_format = torch.contiguous_format
+
+    def compute_in(
+        self, device: torch.device, dtype: torch.dtype, memory_format: torch.memory_format
+    ) -> VGGFeatures:
+        """Move to `device` with the convolutions in `dtype` and `memory_format` (in place).
+
+        A model held in bf16 does what autocast does (the same roundings, the same kernels)
+        without casting every weight again on every pass: 22 kernel launches fewer per
+        forward, which is what a small image on a GPU waits for. Preprocessing stays fp32.
+        """
+        self.to(device)
+        self.features.to(dtype=dtype, memory_format=memory_format)
+        self.memory_format = memory_format
+        return self
 
     @classmethod
     def from_weights(cls, weights: Weights) -> VGGFeatures:
@@ -68,7 +83,8 @@ class VGGFeatures(nn.Module):
         """Activations of `layers` for an RGB batch in [0, 1] (N, 3, H, W)."""
         last = max(_RELU_INDEX[name] for name in layers)
         wanted = {_RELU_INDEX[name]: name for name in layers}
-        x = (image - self.mean) * self.factor
+        conv_dtype = self.features[0].weight.dtype
+        x = ((image - self.mean) * self.factor).to(conv_dtype, memory_format=self.memory_format)
         out = {}
         for i, module in enumerate(self.features[: last + 1]):  # truncated: nothing deeper runs
             x = module(x)
