@@ -13,6 +13,7 @@ def test_content_loss_is_half_squared_distance():
     g = torch.tensor([[[[0.0, 2.0]], [[3.0, 6.0]]]])
     # 1/2 * ((1-0)^2 + 0 + 0 + (4-6)^2) = 2.5
     assert losses.content_loss(A, g).item() == pytest.approx(2.5)
+    assert losses.content_loss(A, g, weight=2.0).item() == pytest.approx(5.0)
 
 
 def test_content_scale_makes_the_loss_relative():

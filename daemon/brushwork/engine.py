@@ -443,8 +443,9 @@ class _Run:
             x.grad = None
             acts = self.features(x, layers)
             terms = {
-                "content": content_weight
-                * losses.content_loss(content_target, acts[s.content_layer]),
+                "content": losses.content_loss(
+                    content_target, acts[s.content_layer], content_weight
+                ),
                 "style": losses.style_loss(grams, acts, layer_weights),
                 "tv": s.tv_weight * losses.tv_loss(x),
             }
