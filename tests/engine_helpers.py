@@ -6,8 +6,10 @@ from brushwork.engine import Engine
 from brushwork.vgg import VGGFeatures, random_state_dict
 
 
-def random_engine() -> Engine:
-    return Engine(model=VGGFeatures(random_state_dict(), "caffe"), device="cpu")
+def random_engine(precision: str = "auto") -> Engine:
+    return Engine(
+        model=VGGFeatures(random_state_dict(), "caffe"), device="cpu", precision=precision
+    )
 
 
 def content_image(h: int = 40, w: int = 56, channels: int = 3) -> np.ndarray:

@@ -8,7 +8,6 @@ import torch
 
 from brushwork.engine import (
     Cancelled,
-    Engine,
     _resize,
     _upscale,
     output_size,
@@ -28,7 +27,7 @@ FAST = Settings(size=0, iterations=4, scales=1)
 def engine():
     # fp32: these tests compare results to 1e-3 and below, which bf16 passes (the default on
     # CPUs with native bf16) do not promise; test_bf16_passes_track_fp32 covers those.
-    return Engine(model=VGGFeatures(random_state_dict(), "caffe"), device="cpu", precision="fp32")
+    return random_engine("fp32")
 
 
 def test_output_size_keeps_aspect():
@@ -204,7 +203,7 @@ def test_bf16_model_computes_what_autocast_computes():
         reference = VGGFeatures(random_state_dict(), "caffe")(x, layers)
     sum(a.float().pow(2).sum() for a in reference.values()).backward()
     grad_reference, x.grad = x.grad, None
-    engine = Engine(model=VGGFeatures(random_state_dict(), "caffe"), device="cpu", precision="bf16")
+    engine = random_engine("bf16")
     ours = engine.features(x, layers)
     sum(a.pow(2).sum() for a in ours.values()).backward()
     for name in layers:
@@ -215,7 +214,7 @@ def test_bf16_model_computes_what_autocast_computes():
 def test_bf16_passes_track_fp32(engine):
     """bf16 convolutions with fp32 losses reach about the loss that fp32 reaches (the pixels
     differ: rounding sends the optimisation down another path of the same quality)."""
-    bf16 = Engine(model=VGGFeatures(random_state_dict(), "caffe"), device="cpu", precision="bf16")
+    bf16 = random_engine("bf16")
     settings = FAST.replace(iterations=15, seed=0)
     seen = []
     low = bf16.stylize(content_image(), [style_image()], settings, progress=seen.append)

@@ -13,7 +13,9 @@ STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 @pytest.fixture(scope="module")
 def engine():
-    return random_engine()
+    # fp32: the seam statistics measure the blend; bf16's rounding adds its own noise to
+    # 8 iterations (the bf16 path would be taken only on CPUs that have it).
+    return random_engine("fp32")
 
 
 @pytest.mark.parametrize(("h", "w", "tile", "overlap"), [(100, 230, 64, 16), (64, 64, 64, 16)])

@@ -141,14 +141,16 @@ def _cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def bytes_per_pixel(grad: bool, history: int = LBFGS_HISTORY) -> int:
+def bytes_per_pixel(
+    grad: bool, dtype: torch.dtype = torch.float32, history: int = LBFGS_HISTORY
+) -> int:
     """Peak memory per pixel of one VGG pass up to conv5_1: measured on CPU as the growth of
-    peak RSS from 512 to 1024 px (bench/README.md), about the same in bf16 and fp32 there.
-    With `grad`: activations kept for the backward pass, their fp32 copies for the losses, and
-    the L-BFGS history (2 x history fp32 RGB images)."""
+    peak RSS from 512 to 1024 px (bench/README.md). With `grad`: the activations kept for
+    the backward pass (in `dtype`) and the L-BFGS history (2 x history fp32 RGB images)."""
     if not grad:
         return 1200  # forward only: a few live conv1 activations (64 channels) and a copy
-    return 2700 + 2 * history * 3 * 4
+    activations = 1500 if dtype == torch.bfloat16 else 2100
+    return activations + 2 * history * 3 * 4
 
 
 def device_memory(device: torch.device) -> tuple[int, int | None]:
@@ -210,9 +212,9 @@ class Engine:
         self._style_cache: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 
     def features(self, image: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        """fp32 activations of `layers`; the convolutions run in the compute dtype."""
-        acts = self.model(_as_rgb(image.to(self.device)), layers)
-        return {name: a.float() for name, a in acts.items()}
+        """Activations of `layers` in the compute dtype; the losses take them to fp32 where
+        they need it."""
+        return self.model(_as_rgb(image.to(self.device)), layers)
 
     def tile_side(self, settings: Settings, height: int, width: int, grad: bool = True) -> int:
         """Tile side for an image of height x width: its long side when it fits in memory (no
@@ -220,7 +222,7 @@ class Engine:
         if settings.tile:
             return min(settings.tile, max(height, width))
         budget = self.memory_fraction * available_memory(self.device)
-        per_px = bytes_per_pixel(grad)
+        per_px = bytes_per_pixel(grad, self.compute_dtype)
         if height * width * per_px <= budget:
             return max(height, width)
         side = int(math.sqrt(budget / per_px)) // 64 * 64
@@ -425,7 +427,7 @@ class _Run:
         `content_density` normalises the content term as for the whole image (tiles)."""
         s = self.settings
         with torch.no_grad():
-            content_target = self.features(content, {s.content_layer})[s.content_layer]
+            content_target = self.features(content, {s.content_layer})[s.content_layer].float()
         content_weight = s.content_weight * losses.content_scale(content_target, content_density)
         layer_weights = {
             name: s.style_weight * w * losses.style_scale(grams[name])
