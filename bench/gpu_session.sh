@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole GPU check in one go, about 8 minutes on an H100, everything written under $OUT:
-#   session.log      what ran, nvidia-smi, versions, each step's output
+#   session.log      what ran, nvidia-smi, versions, kernels per iteration, each step's output
 #   gpu_check.json   bench/gpu_check.py: fast path on, no per-iteration syncs, bf16 vs fp32
 #                    loss, 512 px / 500 iterations timing, GPU memory, tiling, torch.compile
 #   tiled-2048.jpg   the forced-tiling result, to look at the blend bands
@@ -26,6 +26,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, png; print('torch', torch.__version__, torch.cuda.get_device_name(0))" \
     || { echo "no torch+CUDA or no pypng: carry .venv/lib/python3.11/site-packages/png.py"; exit 1; }
 ls -l "$BRUSHWORK_WEIGHTS" || exit 1
+
+echo "== kernels per iteration of the code measured here (bench/launch_count.py, CPU)"
+timeout 60 $PY bench/launch_count.py
 
 echo "== engine check (bench/gpu_check.py)"
 timeout 150 $PY bench/gpu_check.py "$OUT/gpu_check.json"
