@@ -50,6 +50,20 @@ def test_style_layer_gradient_is_autograds():
     assert torch.autograd.gradcheck(lambda a: losses.style_layer_loss(gram_s, a, 0.7), (a_g,))
 
 
+def test_style_layer_gradient_in_bf16_stays_in_bf16_and_close():
+    """bf16 activations: the Gram and the loss in fp32, the gradient in bf16 (it flows into
+    bf16 convolutions), within bf16's rounding of the fp32 gradient."""
+    gram_s = losses.gram(torch.rand(1, 16, 8, 8))
+    a32 = torch.rand(1, 16, 8, 8).bfloat16().float().requires_grad_(True)
+    a16 = a32.detach().bfloat16().requires_grad_(True)
+    loss32, loss16 = (losses.style_layer_loss(gram_s, a, 3.0) for a in (a32, a16))
+    assert loss16.dtype == torch.float32 and torch.equal(loss16, loss32)
+    loss32.backward()
+    loss16.backward()
+    assert a16.grad.dtype == torch.bfloat16
+    assert torch.allclose(a16.grad.float(), a32.grad, rtol=2e-2, atol=1e-3 * a32.grad.abs().max())
+
+
 def test_style_loss_weights_layers():
     acts = {"a": torch.randn(1, 2, 3, 3), "b": torch.randn(1, 4, 2, 2)}
     grams = {k: losses.gram(torch.randn_like(v)) for k, v in acts.items()}
