@@ -183,7 +183,8 @@ def available_memory(device: torch.device) -> int:
 
 
 class Engine:
-    """Holds VGG16 on a device and a cache of style targets; stylize() runs one job."""
+    """Holds VGG16 on a device and a cache of style targets; stylize() runs one job. A `model`
+    passed in becomes the engine's: it is moved to the device and compute dtype in place."""
 
     def __init__(
         self,
