@@ -1,7 +1,7 @@
-"""Jobs and the queue between the daemon's socket thread and its worker thread.
+"""Jobs and the queue between the daemon's socket thread and its workers.
 
-Only the socket thread creates jobs and moves them to a finished state; the worker thread
-takes queued jobs (queued -> running). The queue's lock makes "cancel a queued job" and
+Only the socket thread creates jobs and moves them to a finished state; the workers take
+queued jobs (queued -> running). The queue's lock makes "cancel a queued job" and
 "start it" mutually exclusive, so a job is never both cancelled and run.
 """
 
@@ -75,23 +75,28 @@ class QueueFull(Exception):
 
 
 class JobQueue:
-    """FIFO of queued jobs plus the one running; blocking take() for the worker."""
+    """FIFO of queued jobs plus the running ones; blocking take() for the workers.
 
-    def __init__(self, limit: int) -> None:
+    `workers` is how many jobs run at once: a job's position counts the jobs that must end
+    before it starts.
+    """
+
+    def __init__(self, limit: int, workers: int = 1) -> None:
         self.limit = limit
+        self.workers = workers
         self._queued: deque[Job] = deque()
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._closed = False
         self._cond = threading.Condition()
 
     def put(self, job: Job) -> int:
-        """Queue a job; returns its position (jobs ahead of it, the running one included)."""
+        """Queue a job; returns its position."""
         with self._cond:
             if len(self._queued) >= self.limit:
                 raise QueueFull
             self._queued.append(job)
             self._cond.notify()
-            return len(self._queued) - 1 + (self._running is not None)
+            return self._ahead(len(self._queued) - 1)
 
     def take(self) -> Job | None:
         """The next job, now marked running; None once the queue is closed."""
@@ -100,15 +105,16 @@ class JobQueue:
                 self._cond.wait()
             if self._closed:
                 return None
-            job = self._running = self._queued.popleft()
+            job = self._queued.popleft()
+            self._running.append(job)
             job.state, job.started = "running", time.time()
             return job
 
     def done(self, job: Job) -> None:
-        """The worker finished `job` (its outcome is on the way to the socket thread)."""
+        """A worker finished `job` (its outcome is on the way to the socket thread)."""
         with self._cond:
-            if self._running is job:
-                self._running = None
+            if job in self._running:
+                self._running.remove(job)
 
     def remove(self, job: Job) -> bool:
         """Take a queued job out; False if it is not queued (running or finished)."""
@@ -119,13 +125,18 @@ class JobQueue:
             return False
 
     def position(self, job: Job) -> int | None:
+        """Jobs that must end before `job` starts (0: running, or next); None once finished."""
         with self._cond:
-            ahead = int(self._running is not None)
-            if job is self._running:
+            if job in self._running:
                 return 0
             if job in self._queued:
-                return self._queued.index(job) + ahead
+                return self._ahead(self._queued.index(job))
             return None
+
+    def _ahead(self, index: int) -> int:
+        # The job at `index` starts when index + 1 jobs have left the workers' hands: the
+        # ones queued before it, and one more once every worker is busy.
+        return max(0, index + len(self._running) - self.workers + 1)
 
     def close(self) -> list[Job]:
         """Stop handing out jobs; returns the ones still queued (never to run)."""
@@ -136,8 +147,9 @@ class JobQueue:
             return left
 
     @property
-    def running(self) -> Job | None:
-        return self._running
+    def running(self) -> list[Job]:
+        with self._cond:
+            return list(self._running)
 
     def __len__(self) -> int:
         return len(self._queued)

@@ -1,10 +1,10 @@
-"""`brushwork serve`: one Engine, a ROUTER socket, a job queue and one worker thread.
+"""`brushwork serve`: ROUTER sockets, a job queue, and a pool of workers that run the jobs.
 
 Threads: the socket thread (the caller of Server.serve) owns the ROUTER sockets and the job
-table, and answers every request at once. The worker thread takes jobs from the queue one at a
-time and runs them on the engine; its events (progress, previews, outcomes) come back through
-a queue, with a byte on an inproc PAIR socket to wake the socket thread's poller (ZeroMQ
-sockets are not thread-safe, so only the socket thread touches the ROUTERs).
+table, and answers every request at once. The pool's worker threads take jobs from the queue
+and run them (pool.py; the server does not know on what); their events (progress, previews,
+outcomes) come back through a queue, with a byte on a socket pair to wake the socket thread's
+poller (ZeroMQ sockets are not thread-safe, so only the socket thread touches the ROUTERs).
 """
 
 from __future__ import annotations
@@ -15,19 +15,21 @@ import logging
 import math
 import os
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import torch
 import zmq
 
 from brushwork import __version__, curve, protocol
-from brushwork.engine import Engine, device_memory, output_size, pick_device
+from brushwork import pool as pools
+from brushwork.engine import output_size
 from brushwork.errors import BrushworkError
 from brushwork.jobs import Job, JobQueue, Peer, QueueFull, fingerprint, job_error
+from brushwork.pool import Pool
 from brushwork.protocol import (
     AcceptedReply,
     CancelRequest,
@@ -44,8 +46,7 @@ from brushwork.protocol import (
     StatusReply,
     SubmitRequest,
 )
-from brushwork.weights import resolve_path
-from brushwork.worker import one_line, run_job
+from brushwork.worker import one_line
 
 log = logging.getLogger("brushwork.server")
 
@@ -57,7 +58,7 @@ BYTES_PER_PIXEL = 256
 MAX_PIXELS_CAP = 1 << 28
 HISTORY = 100  # finished jobs listed by `info`
 RESULTS_KEPT = 4  # finished results kept for resubmits after a lost connection
-SHUTDOWN_GRACE = 15.0  # seconds to wait for the running job to notice its cancel
+SHUTDOWN_GRACE = 15.0  # seconds to wait for the running jobs to notice their cancel
 _POLL_MS = 100
 _SWEEP_EVERY = 0.5
 
@@ -90,8 +91,9 @@ def is_local(endpoint: str) -> bool:
         return False
 
 
-def default_max_pixels(device: torch.device) -> int:
-    return min(device_memory(device)[0] // BYTES_PER_PIXEL, MAX_PIXELS_CAP)
+def default_max_pixels(memory: int) -> int:
+    """The pixel limit for a job with `memory` bytes of device memory."""
+    return min(memory // BYTES_PER_PIXEL, MAX_PIXELS_CAP)
 
 
 def build(
@@ -103,24 +105,26 @@ def build(
     max_queue: int = 16,
     heartbeat_timeout: float = 5.0,
     keys_dir: Path | None = None,
-) -> tuple[Server, Engine]:
-    """Bind (failing fast on a busy port or missing keys), then load the model."""
-    torch_device = pick_device(device)
-    limits = Limits(
-        max_pixels=max_pixels or default_max_pixels(torch_device),
-        max_queue=max_queue,
-        heartbeat_timeout=heartbeat_timeout,
-    )
-    server = Server(binds, limits, keys_dir=keys_dir)
+) -> tuple[Server, Pool]:
+    """Make the pool, bind (failing fast on a busy port or missing keys), then load the model."""
+    workers = pools.create(device, weights)
     try:
-        path = resolve_path(weights)
-        log.info("loading VGG16 from %s on %s", path, torch_device)
-        engine = Engine(weights=path, device=str(torch_device))
+        limits = Limits(
+            max_pixels=max_pixels or default_max_pixels(workers.memory()[0]),
+            max_queue=max_queue,
+            heartbeat_timeout=heartbeat_timeout,
+        )
+        server = Server(binds, limits, keys_dir=keys_dir)
+    except BaseException:
+        workers.close()
+        raise
+    try:
+        workers.load()
     except BaseException:
         server.close()
+        workers.close()
         raise
-    server.weights = str(path)
-    return server, engine
+    return server, workers
 
 
 class Server:
@@ -140,12 +144,13 @@ class Server:
         self.jobs: dict[str, Job] = {}
         self.queue = JobQueue(limits.max_queue)
         self._events: queue.SimpleQueue[tuple[Job, Message]] = queue.SimpleQueue()
+        # The workers write a byte here after queueing an event; it wakes the poller.
+        self._wake, self._waker = socket.socketpair()
+        self._waker.setblocking(False)
         self._last_seen: dict[Peer, float] = {}
         self._stopping = False
         self._started = time.time()
-        self._engine: Engine | None = None
-        self.weights = ""  # path of the weights, shown by `info`
-        self._worker: threading.Thread | None = None
+        self._pool: Pool | None = None
         self._auth = None
         local = [e for e in binds if is_local(e)]
         remote = [e for e in binds if not is_local(e)]
@@ -184,37 +189,33 @@ class Server:
             sock.close()
         if self._auth is not None:
             self._auth.stop()
-        if self._worker is None or not self._worker.is_alive():
-            self.context.term()  # would block on a stuck worker's socket: exit leaves it
+        self.context.term()
+        self._wake.close()
+        self._waker.close()  # a stuck worker's late event then finds it closed: no harm
 
     # --- The socket thread ------------------------------------------------------------------
 
-    def serve(self, engine: Engine, stop: threading.Event) -> None:
-        """Answer requests and run jobs until `stop` is set, then shut down cleanly:
-        queued jobs get an error, the running one is cancelled, the sockets close."""
-        self._engine = engine
-        wake_address = f"inproc://brushwork-worker-{id(self)}"
-        wake = self.context.socket(zmq.PAIR)
-        wake.bind(wake_address)
-        worker = self._worker = threading.Thread(
-            target=self._work, args=(engine, wake_address), name="brushwork-worker", daemon=True
-        )
-        worker.start()
+    def serve(self, pool: Pool, stop: threading.Event) -> None:
+        """Answer requests and run jobs on `pool` until `stop` is set, then shut down
+        cleanly: queued jobs get an error, running ones are cancelled, the sockets close."""
+        self._pool = pool
+        self.queue.workers = pool.size
+        pool.start(self.queue, self._emit)
         poller = zmq.Poller()
         for sock in self.sockets:
             poller.register(sock, zmq.POLLIN)
-        poller.register(wake, zmq.POLLIN)
+        poller.register(self._wake, zmq.POLLIN)
         log.info(
             "serving on %s (device %s, max %d px, queue %d, heartbeat timeout %g s)",
             ", ".join(self.endpoints),
-            engine.device,
+            pool.device,
             self.limits.max_pixels,
             self.limits.max_queue,
             self.limits.heartbeat_timeout,
         )
         last_sweep = 0.0
         deadline = math.inf
-        while worker.is_alive() and time.monotonic() < deadline:
+        while pool.alive() and time.monotonic() < deadline:
             if stop.is_set() and not self._stopping:
                 self._begin_shutdown()
                 deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -222,18 +223,24 @@ class Server:
             for index, sock in enumerate(self.sockets):
                 if sock in ready:
                     self._drain(index, sock)
-            if wake in ready:
-                while wake.poll(0):
-                    wake.recv()
+            if self._wake.fileno() in ready:
+                with contextlib.suppress(BlockingIOError):
+                    while self._wake.recv(4096, socket.MSG_DONTWAIT):
+                        pass
             self._forward_events()
             if time.monotonic() - last_sweep >= _SWEEP_EVERY:
                 self._sweep()
                 last_sweep = time.monotonic()
         self._forward_events()
-        if worker.is_alive():
-            log.warning("the running job did not stop within %g s; exiting anyway", SHUTDOWN_GRACE)
-        wake.close()
+        if pool.alive():
+            log.warning("a running job did not stop within %g s; exiting anyway", SHUTDOWN_GRACE)
         log.info("stopped")
+
+    def _emit(self, job: Job, event: Message) -> None:
+        """Called by the pool's worker threads."""
+        self._events.put((job, event))
+        with contextlib.suppress(OSError):  # full: a wake-up is pending already; closed: exit
+            self._waker.send(b"\0")
 
     def _drain(self, index: int, sock: zmq.Socket) -> None:
         for _ in range(100):  # then let the other sockets and the worker's events have a turn
@@ -299,7 +306,7 @@ class Server:
         return cls(
             server=__version__,
             protocol=protocol.PROTOCOL_VERSION,
-            device=str(self._engine.device),
+            device=self._pool.device,
             max_pixels=self.limits.max_pixels,
             max_message_bytes=self.limits.max_message_bytes,
             max_queue=self.limits.max_queue,
@@ -308,14 +315,12 @@ class Server:
         )
 
     def _info(self) -> InfoReply:
-        device = self._engine.device
-        total, free = device_memory(device)
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        total, free = self._pool.memory()
         return self._hello(
             InfoReply,
-            device_name=name,
+            device_name=self._pool.device_name,
             memory={"total": total, "free": free},
-            weights=self.weights,
+            weights=self._pool.weights,
             uptime=time.time() - self._started,
             queue=[j.summary(self.queue.position(j)) for j in self.jobs.values()],
         )
@@ -464,7 +469,7 @@ class Server:
                 del self._last_seen[peer]
 
     def _begin_shutdown(self) -> None:
-        log.info("stopping: no new jobs; cancelling the queue and the running job")
+        log.info("stopping: no new jobs; cancelling the queue and the running jobs")
         self._stopping = True
         for job in self.queue.close():
             self._finish(
@@ -475,8 +480,7 @@ class Server:
                     f"the daemon is shutting down; job {job.id} never ran",
                 ),
             )
-        running = self.queue.running
-        if running is not None:
+        for running in self.queue.running:
             self._cancel(running, "cancelled: the daemon is shutting down")
 
     def _send(self, peer: Peer, message: Message) -> None:
@@ -485,27 +489,6 @@ class Server:
             self.sockets[peer[0]].send_multipart([peer[1], *frames], copy=False)
         except (zmq.ZMQError, ValueError) as e:  # never let one reply take the daemon down
             log.error("could not send %s to %s: %s", message.TYPE, _who(peer), e)
-
-    # --- The worker thread ------------------------------------------------------------------
-
-    def _work(self, engine: Engine, wake_address: str) -> None:
-        wake = self.context.socket(zmq.PAIR)
-        wake.connect(wake_address)
-
-        def emit(job: Job, event: Message) -> None:
-            self._events.put((job, event))
-            with contextlib.suppress(zmq.Again):  # a wake-up is pending already: enough
-                wake.send(b"", zmq.NOBLOCK)
-
-        try:
-            while (job := self.queue.take()) is not None:
-                log.info("job %s running", job.id)
-                outcome = run_job(engine, job, lambda e, job=job: emit(job, e))
-                job.finished = time.time()  # here, not on the socket thread: before the next starts
-                emit(job, outcome)
-                self.queue.done(job)
-        finally:
-            wake.close()
 
 
 def _expired(job: Job) -> ErrorReply:

@@ -273,12 +273,12 @@ def _daemon(args: argparse.Namespace) -> Iterator[Client]:
 def _local_daemon(args: argparse.Namespace) -> Iterator[Client]:
     from brushwork.server import build
 
-    server, engine = build(["tcp://127.0.0.1:*"], args.device, args.weights)
+    server, pool = build(["tcp://127.0.0.1:*"], args.device, args.weights)
     stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(engine, stop), daemon=True)
+    thread = threading.Thread(target=server.serve, args=(pool, stop), daemon=True)
     thread.start()
     print(
-        f"brushwork: no daemon answered; running one inside this batch on {engine.device}",
+        f"brushwork: no daemon answered; running one inside this batch on {pool.device}",
         file=sys.stderr,
     )
     try:
@@ -288,3 +288,4 @@ def _local_daemon(args: argparse.Namespace) -> Iterator[Client]:
         stop.set()
         thread.join()
         server.close()
+        pool.close()

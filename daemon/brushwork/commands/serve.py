@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # serve() notices within 0.1 s
-    server, engine = build(
+    server, pool = build(
         args.bind or [DEFAULT_ENDPOINT],
         args.device,
         args.weights,
@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         keys_dir=args.keys,
     )
     try:
-        server.serve(engine, stop)
+        server.serve(pool, stop)
     finally:
         server.close()
+        pool.close()
     return 0
 
 

@@ -1,0 +1,114 @@
+"""Where the daemon's jobs run: a pool of workers behind one small interface.
+
+server.py gives the pool the job queue and an `emit` callback and never learns what runs the
+jobs: one Engine in this process (`LocalPool`), or Ray actors on a cluster (`ray_pool.py`,
+imported only for `serve --ray`). Every worker has a thread that takes jobs from the queue
+in arrival order, runs each to its outcome and emits its events, so N workers run N jobs at
+once. `emit` is called on those threads; it must be thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from brushwork.engine import Engine, device_memory, pick_device
+from brushwork.jobs import Job, JobQueue
+from brushwork.protocol import ErrorReply, Message, ResultReply
+from brushwork.weights import resolve_path
+from brushwork.worker import run_job
+
+log = logging.getLogger("brushwork.server")
+
+Emit = Callable[[Job, Message], None]
+Outcome = ResultReply | ErrorReply
+
+
+class Pool:
+    """The workers: a thread each, taking jobs from the queue. Subclasses say how a worker
+    runs a job (`_run`) and what `hello` and `info` report about them."""
+
+    device: str  # what `hello` reports: "cpu", "cuda:0", ...
+    device_name: str
+    weights: str  # path of the weights, shown by `info`
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._threads: list[threading.Thread] = []
+
+    def memory(self) -> tuple[int, int | None]:
+        """(total, free) bytes of the memory one job can use; free None where unknown."""
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Get the workers ready (load the model); called once the daemon has bound."""
+
+    def close(self) -> None:
+        """Release the workers (after the queue closed and the threads ended, or gave up)."""
+
+    def _run(self, worker: int, job: Job, emit: Callable[[Message], None]) -> Outcome:
+        raise NotImplementedError
+
+    def start(self, jobs: JobQueue, emit: Emit) -> None:
+        """Start taking jobs; the threads end once `jobs` is closed and their job is done."""
+        for worker in range(self.size):
+            thread = threading.Thread(
+                target=self._work,
+                args=(worker, jobs, emit),
+                name=f"brushwork-worker-{worker}",
+                daemon=True,  # a job stuck past the shutdown grace must not hold the exit
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def alive(self) -> bool:
+        """True while any worker thread runs."""
+        return any(t.is_alive() for t in self._threads)
+
+    def _work(self, worker: int, jobs: JobQueue, emit: Emit) -> None:
+        while (job := jobs.take()) is not None:
+            log.info("job %s running", job.id)
+            outcome = self._run(worker, job, lambda e, job=job: emit(job, e))
+            job.finished = time.time()  # here, not on the socket thread: before the next starts
+            emit(job, outcome)
+            jobs.done(job)
+
+
+class LocalPool(Pool):
+    """One worker: an Engine on this machine's device, run on one thread."""
+
+    def __init__(self, device: str = "auto", weights: str | os.PathLike[str] | None = None):
+        super().__init__(1)
+        self._device = pick_device(device)
+        self._weights = weights
+        self._engine: Engine | None = None
+        self.device = str(self._device)
+        self.device_name = (
+            torch.cuda.get_device_name(self._device)
+            if self._device.type == "cuda"
+            else self._device.type
+        )
+        self.weights = ""
+
+    def memory(self) -> tuple[int, int | None]:
+        return device_memory(self._device)
+
+    def load(self) -> None:
+        path = resolve_path(self._weights)
+        log.info("loading VGG16 from %s on %s", path, self._device)
+        self._engine = Engine(weights=path, device=str(self._device))
+        self.weights = str(path)
+
+    def _run(self, worker: int, job: Job, emit: Callable[[Message], None]) -> Outcome:
+        assert self._engine is not None, "load() first"
+        return run_job(self._engine, job, emit)
+
+
+def create(device: str = "auto", weights: str | os.PathLike[str] | None = None) -> Pool:
+    """The pool `brushwork serve` asked for (not loaded yet)."""
+    return LocalPool(device, weights)
