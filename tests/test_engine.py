@@ -1,5 +1,6 @@
 """Engine behaviour on a random-weight VGG16 and tiny images (fast; no real weights)."""
 
+import itertools
 import threading
 
 import numpy as np
@@ -102,6 +103,45 @@ def test_progress_reports_every_iteration_with_previews(engine):
     assert set(seen[0].losses) == {"content", "style", "tv", "total"}
     previews = [p.preview for p in seen if p.preview is not None]
     assert len(previews) == 3 and previews[-1].shape[2] == 3
+
+
+def test_progress_says_the_scale_and_step_and_moves_by_cost(engine):
+    seen = []
+    settings = Settings(size=96, iterations=9, scales=2)  # 48 px then 96 px, 4 + 5 steps
+    engine.stylize(content_image(), [style_image()], settings, progress=seen.append)
+    assert [(p.level, p.levels, p.step, p.steps) for p in seen] == [
+        *((1, 2, s, 4) for s in range(1, 5)),
+        *((2, 2, s, 5) for s in range(1, 6)),
+    ]
+    # A 96 px step computes 4x the pixels of a 48 px one (69x96 and 34x48 here).
+    coarse, fine = 34 * 48, 69 * 96
+    total = 4 * coarse + 5 * fine
+    assert seen[3].fraction == pytest.approx(4 * coarse / total)  # 7.5 %, not 4 / 9
+    assert seen[4].fraction == pytest.approx((4 * coarse + fine) / total)
+    assert seen[-1].fraction == 1.0
+    assert seen[3].eta == pytest.approx(seen[3].elapsed * (1 - seen[3].fraction) / seen[3].fraction)
+
+
+def test_tiled_steps_count_each_tile(engine):
+    seen = []
+    settings = Settings(size=96, iterations=2, scales=1, tile=64)
+    engine.stylize(content_image(), [style_image()], settings, progress=seen.append)
+    tiles = seen[-1].steps // 2
+    assert tiles > 1 and [p.step for p in seen] == list(range(1, 2 * tiles + 1))
+    assert seen[-1].fraction == 1.0 and all(
+        a.fraction < b.fraction for a, b in itertools.pairwise(seen)
+    )
+
+
+def test_previews_come_when_due_even_between_sparse_reports(engine):
+    seen = []
+    engine.stylize(
+        content_image(), [style_image()], FAST.replace(iterations=9), progress=seen.append,
+        progress_every=5, preview_every=3, preview_side=20,
+    )  # fmt: skip
+    assert [p.iteration for p in seen] == [3, 5, 6, 9]
+    assert [p.iteration for p in seen if p.preview is not None] == [3, 6, 9]
+    assert max(seen[0].preview.shape[:2]) == 20
 
 
 def test_style_loss_falls(engine):

@@ -44,7 +44,21 @@ class Progress:
     total: int
     losses: dict[str, float]  # weighted terms: content, style, tv, total
     elapsed: float  # seconds since the start of the job
-    preview: np.ndarray | None = None  # float32 (h, w, 3), at most PREVIEW_SIDE px
+    level: int  # 1-based pyramid level (scale), coarse to fine
+    levels: int
+    step: int  # 1-based step within the level, over its tiles
+    steps: int  # steps of the level
+    fraction: float  # share of the job's work done: steps weighted by the pixels they compute
+    preview: np.ndarray | None = None  # float32 (h, w, 3), long side at most preview_side
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left: a step costs in proportion to its pixels (a level twice as large
+        costs four times as much per step), so counting steps would say half done after a
+        quarter of the time."""
+        if self.fraction <= 0:
+            return None
+        return self.elapsed * (1 - self.fraction) / self.fraction
 
 
 @dataclass(frozen=True)
@@ -240,9 +254,11 @@ class Engine:
         preview_every: int = 0,
         cancel: CancelToken | None = None,
         progress_every: int = 1,
+        preview_side: int = PREVIEW_SIDE,
     ) -> Result:
-        """progress_every > 1 reports only every N-th iteration (and the last): on a GPU each
-        report waits for the device, which costs about one iteration's worth of overlap."""
+        """progress_every > 1 reports only every N-th iteration (and the last, and those with
+        a preview): on a GPU each report waits for the device, which costs about one
+        iteration's worth of overlap. Previews are at most `preview_side` px (long side)."""
         start = time.perf_counter()
         if not styles:
             raise ValueError("at least one style image is needed")
@@ -270,13 +286,16 @@ class Engine:
             tiling.plan(h, w, t, tiling.overlap_for(t))
             for (h, w), t in zip(sizes, tiles, strict=True)
         ]
-        total = sum(n * len(p) for n, p in zip(steps, plans, strict=True))
         run = _Run(
-            self.features, settings, total, progress, max(1, progress_every), preview_every,
-            cancel, start, chroma,
+            self.features, settings, progress, max(1, progress_every), preview_every,
+            preview_side, cancel, start, chroma,
+            [(n, [t.area for t in p]) for n, p in zip(steps, plans, strict=True)],
         )  # fmt: skip
         x = None
-        for (h, w), n, tile, tile_plan in zip(sizes, steps, tiles, plans, strict=True):
+        for level, ((h, w), n, tile, tile_plan) in enumerate(
+            zip(sizes, steps, tiles, plans, strict=True)
+        ):
+            run.begin_level(level)
             content_s = _resize(content_full, (h, w))
             style_s = [_resize(s, self._style_size(s, (h, w), settings)) for s in style_full]
             if luminance:
@@ -388,25 +407,38 @@ class _Run:
         self,
         features: Features,
         settings: Settings,
-        total: int,
         progress: Callable[[Progress], None] | None,
         progress_every: int,
         preview_every: int,
+        preview_side: int,
         cancel: CancelToken | None,
         start: float,
         chroma: torch.Tensor | None,
+        levels: list[tuple[int, list[int]]],
     ) -> None:
+        """`levels`: per pyramid level, its steps per tile and its tiles' areas in px."""
         self.features = features
         self.settings = settings
-        self.total = total
         self.progress = progress
         self.progress_every = progress_every
         self.preview_every = preview_every
+        self.preview_side = preview_side
         self.cancel = cancel
         self.start = start
         self.chroma = chroma  # content at output size, for luminance-only transfer
+        self.level_steps = [n * len(areas) for n, areas in levels]
+        self.total = sum(self.level_steps)
+        # A step's cost is its pixel count: VGG's work grows with the area it sees.
+        self.total_cost = sum(n * sum(areas) for n, areas in levels)
+        self.cost_done = 0
+        self.step_pixels = 0  # px of the image (or tile) being optimised
         self.iteration = 0
+        self.level = 0  # 0-based index into level_steps
+        self.step = 0  # steps done in the current level
         self.last_losses: dict[str, float] = {}
+
+    def begin_level(self, level: int) -> None:
+        self.level, self.step = level, 0
 
     def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
         if self.chroma is None:
@@ -464,6 +496,7 @@ class _Run:
                 x.clamp_(0, 1)
             return terms
 
+        self.step_pixels = x.shape[-2] * x.shape[-1]
         self.run_steps(iterate, steps, lambda: x if preview is None else preview(x))
         return x.detach()
 
@@ -473,16 +506,20 @@ class _Run:
         steps: int,
         shown: Callable[[], torch.Tensor],
     ) -> None:
-        """Call iterate() `steps` times; between calls check the cancel token and report
-        progress with the image shown() returns."""
+        """Call iterate() `steps` times (each computes step_pixels px); between calls check
+        the cancel token and report progress with the image shown() returns."""
         terms = None
         for _ in range(steps):
             if self.cancel is not None and self.cancel.is_set():
                 raise Cancelled
             terms = iterate()
             self.iteration += 1
+            self.step += 1
+            self.cost_done += self.step_pixels
             if self.progress is not None and (
-                self.iteration % self.progress_every == 0 or self.iteration == self.total
+                self.iteration % self.progress_every == 0
+                or self.iteration == self.total
+                or self._preview_due()
             ):  # no host sync unless someone reads the numbers
                 self._check(terms)
                 self._report(shown())
@@ -542,11 +579,15 @@ class _Run:
                 "the optimisation diverged (loss is not finite); lower the weights"
             )
 
+    def _preview_due(self) -> bool:
+        return bool(self.preview_every) and (
+            self.iteration % self.preview_every == 0 or self.iteration == self.total
+        )
+
     def _report(self, x: torch.Tensor) -> None:
-        last = self.iteration == self.total
         preview = None
-        if self.preview_every and (self.iteration % self.preview_every == 0 or last):
-            side = min(PREVIEW_SIDE, max(x.shape[-2:]))
+        if self._preview_due():
+            side = min(self.preview_side, max(x.shape[-2:]))
             small = _resize(x.detach(), output_size(*x.shape[-2:], side))
             preview = _to_numpy(self.to_rgb(small))
         self.progress(
@@ -555,6 +596,11 @@ class _Run:
                 total=self.total,
                 losses=self.last_losses,
                 elapsed=time.perf_counter() - self.start,
+                level=self.level + 1,
+                levels=len(self.level_steps),
+                step=self.step,
+                steps=self.level_steps[self.level],
+                fraction=min(1.0, self.cost_done / self.total_cost),
                 preview=preview,
             )
         )

@@ -227,7 +227,13 @@ class ProgressReply(Message):
     total: int
     losses: dict[str, float | None]  # content, style, tv, total (weighted)
     elapsed: float  # seconds since the job started running
-    eta: float | None = None  # seconds left, estimated
+    eta: float | None = None  # seconds left, estimated from `fraction`
+    # Where the run stands (None from a daemon older than these fields):
+    level: int | None = None  # 1-based pyramid level (scale), coarse to fine
+    levels: int | None = None
+    step: int | None = None  # 1-based step within the level
+    steps: int | None = None  # steps of the level
+    fraction: float | None = None  # share of the work done, steps weighted by their pixels
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -473,6 +479,12 @@ def _check_float(name: str, v: Any) -> float:
     return float(v)
 
 
+def _check_fraction(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+        raise ProtocolError(BAD_REQUEST, f"{name} must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
 def _check_str(name: str, v: Any) -> str:
     if not isinstance(v, str):
         raise ProtocolError(BAD_REQUEST, f"{name} must be a string, got {v!r}")
@@ -569,6 +581,11 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "losses": _check_losses,
     "elapsed": _check_float,
     "eta": _check_float,
+    "level": _count,
+    "levels": _count,
+    "step": _count,
+    "steps": _count,
+    "fraction": _check_fraction,
     "queued": _check_float,
     "state": _check_choice(JOB_STATES),
     "code": _check_str,  # not limited to ERROR_CODES: a newer daemon may add codes

@@ -9,9 +9,7 @@ import logging
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
-from PIL import Image
 
 from brushwork import pixels, protocol
 from brushwork.engine import Cancelled, Engine, Progress, output_size
@@ -39,7 +37,6 @@ def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> Result
     def on_progress(p: Progress) -> None:
         nonlocal done
         done = p.iteration
-        eta = p.elapsed / p.iteration * (p.total - p.iteration) if p.iteration else None
         emit(
             ProgressReply(
                 job=job.id,
@@ -47,7 +44,12 @@ def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> Result
                 total=p.total,
                 losses=_finite(p.losses),
                 elapsed=p.elapsed,
-                eta=eta,
+                eta=p.eta,
+                level=p.level,
+                levels=p.levels,
+                step=p.step,
+                steps=p.steps,
+                fraction=p.fraction,
             )
         )
         if p.preview is not None:
@@ -55,7 +57,7 @@ def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> Result
                 PreviewReply(
                     job=job.id,
                     iteration=p.iteration,
-                    image=_preview(p.preview, request.preview_size),
+                    image=pixels.from_float(p.preview, "u8"),  # long side <= preview_size
                 )
             )
 
@@ -71,6 +73,7 @@ def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> Result
             # checked every iteration.
             progress_every=GPU_PROGRESS_EVERY if engine.device.type == "cuda" else 1,
             preview_every=request.preview_every,
+            preview_side=request.preview_size,
             cancel=job.cancel,
         )
         image = pixels.from_float(result.image, request.output_dtype or request.content.dtype)
@@ -115,16 +118,6 @@ def _out_of_memory(engine: Engine, request: SubmitRequest, error: BaseException)
         f"out of memory on {engine.device} for a {w}x{h} output; lower the size, or force "
         "tiling with a smaller tile",
     )
-
-
-def _preview(image: np.ndarray, side: int) -> protocol.RawImage:
-    """The engine's float preview as u8 RGB, long side at most `side`."""
-    u8 = pixels.to_array(pixels.from_float(image, "u8"))
-    if max(u8.shape[:2]) > side:
-        picture = Image.fromarray(np.ascontiguousarray(u8[..., :3]))
-        picture.thumbnail((side, side), Image.Resampling.LANCZOS)
-        u8 = np.asarray(picture)
-    return pixels.from_array(u8)
 
 
 def _finite(losses: dict[str, float]) -> dict[str, float | None]:
