@@ -1,12 +1,16 @@
 """Image files: bit depths, alpha, errors."""
 
+import io
+import struct
+
 import numpy as np
 import png
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 
 from brushwork import images
 from brushwork.errors import BrushworkError
+from brushwork.pixels import quantize
 
 
 def test_8_bit_rgba_round_trip(tmp_path):
@@ -67,3 +71,115 @@ def test_save_refuses_unknown_format_and_missing_folder(tmp_path):
 def test_nan_is_refused():
     with pytest.raises(ValueError, match="NaN"):
         images.to_float(np.full((2, 2, 3), np.nan, np.float32))
+
+
+# --- Orientation, colour profiles, output formats (issue 12) ------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pillow_does(tmp_path, orientation):
+    arr = np.random.default_rng(orientation).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    picture = Image.fromarray(arr)
+    exif = picture.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.jpg"
+    picture.save(path, exif=exif, quality=100, subsampling=0)
+    with Image.open(path) as stored:
+        expected = np.asarray(ImageOps.exif_transpose(stored))
+    loaded = images.load(path)
+    assert loaded.shape == expected.shape
+    assert np.array_equal(loaded, expected)
+    if orientation in (5, 6, 7, 8):
+        assert loaded.shape[:2] == (10, 6)  # stored landscape, seen portrait
+
+
+def test_orientation_also_turns_16_bit_png(tmp_path):
+    arr = np.arange(2 * 3 * 3, dtype=np.uint16).reshape(2, 3, 3) * 1000
+    assert np.array_equal(images.orient(arr, 6), np.rot90(arr, -1))
+    assert images.orient(arr, 6).dtype == np.uint16
+
+
+def _wide_gamut_profile() -> bytes:
+    """A minimal ICC v2 display profile: Adobe RGB (1998) primaries (D50), gamma 2.2."""
+
+    def xyz(x, y, z):
+        return b"XYZ \0\0\0\0" + struct.pack(">3i", *(round(v * 65536) for v in (x, y, z)))
+
+    gamma = b"curv\0\0\0\0" + struct.pack(">IH2x", 1, round(2.2 * 256))
+    name = b"wide gamut test"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(name) + 1) + name + b"\0" + bytes(8 + 67)
+    tags = [
+        (b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.6097, 0.3111, 0.0195)), (b"gXYZ", xyz(0.2053, 0.6257, 0.0609)),
+        (b"bXYZ", xyz(0.1492, 0.0632, 0.7446)),
+        (b"rTRC", gamma), (b"gTRC", gamma), (b"bTRC", gamma),
+        (b"cprt", b"text\0\0\0\0none\0"),
+    ]  # fmt: skip
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, data in tags:
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = struct.pack(">I4sI4s4s4s12s4s", size, b"", 0x02100000, b"mntr", b"RGB ", b"XYZ ",
+                         bytes(12), b"acsp")  # fmt: skip
+    header += bytes(24) + struct.pack(">3i", 63190, 65536, 54061)  # D50 illuminant
+    header += bytes(128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_an_embedded_profile_is_converted_to_srgb(tmp_path):
+    arr = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    wide = _wide_gamut_profile()
+    Image.fromarray(arr).save(tmp_path / "wide.png", icc_profile=wide)
+    Image.fromarray(arr).save(tmp_path / "wide.tif", icc_profile=wide)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    source = ImageCms.ImageCmsProfile(io.BytesIO(wide))
+    expected = np.asarray(ImageCms.profileToProfile(Image.fromarray(arr), source, srgb))
+    assert np.abs(expected.astype(int) - arr).max() > 10  # a real change of colours
+    for name in ("wide.png", "wide.tif"):  # pypng's pixels and Pillow's
+        assert np.array_equal(images.load(tmp_path / name), expected), name
+    Image.fromarray(arr).save(tmp_path / "srgb.png", icc_profile=srgb.tobytes())
+    assert np.array_equal(images.load(tmp_path / "srgb.png"), arr)  # already sRGB: untouched
+
+
+@pytest.mark.parametrize("name", ["out.png", "out.jpg", "out.tif", "out.webp"])
+def test_outputs_embed_srgb(tmp_path, name):
+    images.save(tmp_path / name, np.full((4, 4, 3), 0.5, np.float32))
+    with Image.open(tmp_path / name) as saved:
+        assert saved.info["icc_profile"] == images.srgb_profile()
+
+
+def test_jpeg_defaults_to_quality_95_without_chroma_subsampling(tmp_path):
+    from PIL import JpegImagePlugin
+
+    image = np.random.default_rng(3).random((32, 32, 3), dtype=np.float32)
+    images.save(tmp_path / "default.jpg", image)
+    images.save(tmp_path / "q60.jpg", image, jpeg_quality=60)
+    Image.fromarray(quantize(image, "u8")).save(tmp_path / "ref.jpg", quality=95)
+    with Image.open(tmp_path / "default.jpg") as a, Image.open(tmp_path / "ref.jpg") as ref:
+        assert a.quantization == ref.quantization
+        assert JpegImagePlugin.get_sampling(a) == 0  # 4:4:4
+    assert (tmp_path / "q60.jpg").stat().st_size < (tmp_path / "default.jpg").stat().st_size
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_tiff_keeps_16_bits(tmp_path, channels):
+    arr = np.random.default_rng(4).integers(0, 65536, (5, 7, channels), dtype=np.uint16)
+    images.save(tmp_path / "out.tif", images.to_float(arr), bit_depth=16)
+    back = images.load(tmp_path / "out.tif")
+    assert back.dtype == np.uint16 and np.array_equal(back, arr)
+
+
+def test_16_bit_grey_png_with_significant_bits_stays_16_bit(tmp_path):
+    grey = np.array([[0, 4095], [2048, 1]], np.uint16)  # 12 significant bits
+    with open(tmp_path / "g.png", "wb") as f:
+        png.Writer(2, 2, greyscale=True, bitdepth=16).write(f, grey << 4)
+    data = (tmp_path / "g.png").read_bytes()  # add sBIT = 12 after IHDR: asDirect rescales
+    chunks = list(png.Reader(bytes=data).chunks())
+    chunks.insert(1, (b"sBIT", bytes([12])))
+    with open(tmp_path / "g.png", "wb") as f:
+        png.write_chunks(f, chunks)
+    back = images.load(tmp_path / "g.png")
+    assert back.dtype == np.uint16 and back.shape == (2, 2, 1)
+    assert back[0, 1, 0] == 65535 and back[0, 0, 0] == 0

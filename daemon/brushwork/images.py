@@ -1,38 +1,103 @@
 """Image files <-> numpy arrays (H, W, C), keeping bit depth and alpha.
 
-Pillow reads almost everything but truncates 16-bit RGB(A) PNG to 8 bits, so PNG files go
-through pypng, which keeps all 16 bits.
+Pillow reads almost everything but truncates 16-bit RGB(A) PNG and TIFF to 8 bits, so PNG
+pixels go through pypng and 16-bit TIFF through tifffile, which keep all 16 bits. Every file
+comes out upright (its EXIF orientation applied) and in sRGB (an embedded colour profile
+converted with Pillow's ImageCms, for 8-bit images); outputs are sRGB and say so (an embedded
+sRGB profile).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import zlib
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import png
-from PIL import Image, UnidentifiedImageError
+import tifffile
+from PIL import Image, ImageCms, UnidentifiedImageError
 
-from brushwork.errors import BrushworkError
+from brushwork.errors import BadInput
 from brushwork.pixels import quantize
 
 Image.MAX_IMAGE_PIXELS = None  # our own pixel limits apply (daemon); Pillow's would refuse 8k x 8k
+DEFAULT_JPEG_QUALITY = 95  # Pillow's 75 shows blocks in the fine texture a style paints
+_ORIENTATION = 0x0112  # the EXIF tag
+_TIFF = (".tif", ".tiff")
 
 
 def load(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as (H, W, C) uint8, uint16 or float32 (C = 1..4)."""
+    """Read an image as (H, W, C) uint8, uint16 or float32 (C = 1..4), upright and in sRGB."""
     path = Path(path)
     if not path.is_file():
-        raise BrushworkError(f"{path}: no such file")
+        raise BadInput(f"{path}: no such file")
     try:
-        if _is_png(path):
-            return _load_png(path)
-        with Image.open(path) as img:
-            img.load()
-            return _from_pil(img)
+        with Image.open(path) as img:  # lazy: the header and metadata only
+            orientation = img.getexif().get(_ORIENTATION, 1)
+            profile = img.info.get("icc_profile")
+            if _is_png(path):
+                arr = _load_png(path)
+            elif img.format == "TIFF" and max(_tiff_bits(img)) > 8 and img.mode != "F":
+                arr = _load_tiff(path)
+            else:
+                img.load()
+                arr = _from_pil(to_srgb(img, profile))
+                profile = None  # converted
     except (UnidentifiedImageError, png.Error, OSError, SyntaxError, ValueError) as e:
-        raise BrushworkError(f"{path}: not a readable image ({_one_line(e)})") from None
+        raise BadInput(f"{path}: not a readable image ({_one_line(e)})") from None
+    if profile and arr.dtype == np.uint8 and arr.shape[2] in (3, 4):  # PNG pixels from pypng
+        mode = "RGBA" if arr.shape[2] == 4 else "RGB"
+        arr = np.asarray(to_srgb(Image.fromarray(arr, mode), profile))
+    return orient(arr, orientation)
+
+
+def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as they should be seen, for an EXIF orientation (1-8; a phone photo held
+    upright is stored sideways with 6). Same result as PIL.ImageOps.exif_transpose."""
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    turn = turns.get(orientation)
+    return arr if turn is None else np.ascontiguousarray(turn(arr))
+
+
+def to_srgb(img: Image.Image, profile: bytes | None) -> Image.Image:
+    """`img` converted from its embedded ICC profile to sRGB (RGB, RGBA and CMYK images).
+
+    Grey, 16-bit and float images keep their numbers: Pillow's colour management works on
+    8-bit colour only.
+    """
+    if not profile or img.mode not in ("RGB", "RGBA", "CMYK"):
+        return img
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    except (OSError, ImageCms.PyCMSError):
+        return img  # a broken profile: the pixels are still the best guess
+    if "sRGB" in ImageCms.getProfileDescription(source):
+        return img
+    mode = "RGBA" if img.mode == "RGBA" else "RGB"
+    return ImageCms.profileToProfile(img, source, _srgb(), outputMode=mode)
+
+
+@cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@cache
+def srgb_profile() -> bytes:
+    """The ICC profile outputs embed."""
+    return _srgb().tobytes()
 
 
 def _is_png(path: Path) -> bool:
@@ -42,13 +107,26 @@ def _is_png(path: Path) -> bool:
 
 def _load_png(path: Path) -> np.ndarray:
     width, height, rows, info = png.Reader(filename=str(path)).asDirect()
-    dtype = np.uint16 if info["bitdepth"] > 8 else np.uint8
-    planes = info["planes"]
+    bits = info["bitdepth"]  # not only 8 or 16: an sBIT chunk can make it e.g. 12
+    dtype = np.uint16 if bits > 8 else np.uint8
     arr = np.vstack([np.asarray(row, dtype=dtype) for row in rows])
-    arr = arr.reshape(height, width, planes)
-    if info["bitdepth"] not in (8, 16):  # 1, 2, 4-bit greyscale: stretch to 8 bits
-        arr = (arr.astype(np.uint16) * 255 // (2 ** info["bitdepth"] - 1)).astype(np.uint8)
+    arr = arr.reshape(height, width, info["planes"])
+    if bits not in (8, 16):  # stretch to the full range of the dtype
+        full = 65535 if bits > 8 else 255
+        arr = (arr.astype(np.uint32) * full // (2**bits - 1)).astype(dtype)
     return arr
+
+
+def _tiff_bits(img: Image.Image) -> tuple[int, ...]:
+    bits = img.tag_v2.get(258, (8,))  # BitsPerSample
+    return bits if isinstance(bits, tuple) else (bits,)
+
+
+def _load_tiff(path: Path) -> np.ndarray:
+    arr = tifffile.imread(path, key=0)
+    if arr.dtype not in (np.uint8, np.uint16, np.float32):
+        raise ValueError(f"unsupported TIFF sample type {arr.dtype}")
+    return arr[..., None] if arr.ndim == 2 else arr
 
 
 def _from_pil(img: Image.Image) -> np.ndarray:
@@ -96,40 +174,63 @@ def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(colour), alpha
 
 
-def save(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8) -> None:
-    """Write float (H, W, 3|4) in [0, 1] atomically; 16-bit only for PNG."""
+def save(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    bit_depth: int = 8,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+) -> None:
+    """Write float (H, W, 3|4) in [0, 1] atomically, with an sRGB profile; 16 bits where the
+    format has them (PNG, TIFF), else 8."""
     path = Path(path)
     ext = path.suffix.lower()
-    if bit_depth == 16 and ext != ".png":
-        bit_depth = 8  # Pillow cannot write 16-bit colour in other formats; say so in --help
     check_output_path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=ext)
     try:
         with os.fdopen(fd, "wb") as f:
-            if bit_depth == 16:
-                arr = quantize(image, "u16")
-                h, w, c = arr.shape
-                writer = png.Writer(w, h, greyscale=False, alpha=c == 4, bitdepth=16)
-                writer.write(f, arr.reshape(h, w * c))
-            else:
-                arr = quantize(image, "u8")
-                if arr.shape[2] == 4 and ext in (".jpg", ".jpeg"):
-                    arr = arr[..., :3]  # JPEG has no alpha
-                Image.fromarray(arr).save(f, format=Image.registered_extensions()[ext])
+            _write(f, image, ext, bit_depth if ext in (".png", *_TIFF) else 8, jpeg_quality)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _write(f, image: np.ndarray, ext: str, bit_depth: int, jpeg_quality: int) -> None:
+    arr = quantize(image, "u16" if bit_depth == 16 else "u8")
+    if ext in _TIFF:
+        photometric = "rgb" if arr.shape[2] >= 3 else "minisblack"
+        alpha = ["unassalpha"] if arr.shape[2] in (2, 4) else None
+        buffer = io.BytesIO()  # tifffile wants a named file or a buffer, not a bare fd
+        tifffile.imwrite(
+            buffer, arr, photometric=photometric, extrasamples=alpha, compression="zlib",
+            iccprofile=srgb_profile(),
+        )  # fmt: skip
+        f.write(buffer.getvalue())
+    elif bit_depth == 16:  # PNG: Pillow has no 16-bit colour mode
+        h, w, c = arr.shape
+        buffer = io.BytesIO()
+        writer = png.Writer(w, h, greyscale=c < 3, alpha=c in (2, 4), bitdepth=16)
+        writer.write(buffer, arr.reshape(h, w * c))
+        chunks = list(png.Reader(bytes=buffer.getvalue()).chunks())
+        chunks.insert(1, (b"iCCP", b"sRGB\0\0" + zlib.compress(srgb_profile())))  # after IHDR
+        png.write_chunks(f, chunks)
+    else:
+        options = {"icc_profile": srgb_profile()}
+        if ext in (".jpg", ".jpeg"):
+            arr = arr[..., :3]  # JPEG has no alpha
+            # 4:4:4: the style's colour detail is what 4:2:0 would smear.
+            options.update(quality=jpeg_quality, subsampling=0)
+        channels = arr.shape[2]
+        picture = Image.fromarray(arr[..., 0] if channels == 1 else arr)
+        picture.save(f, format=Image.registered_extensions()[ext], **options)
+
+
 def check_output_path(path: Path) -> None:
     """A known image format in an existing folder, or a one-line BrushworkError."""
     if path.suffix.lower() not in Image.registered_extensions():
-        raise BrushworkError(
-            f"{path}: unknown image format {path.suffix!r} (use .png, .jpg, .tif...)"
-        )
+        raise BadInput(f"{path}: unknown image format {path.suffix!r} (use .png, .jpg, .tif...)")
     if not path.parent.is_dir():
-        raise BrushworkError(f"{path}: folder {path.parent} does not exist")
+        raise BadInput(f"{path}: folder {path.parent} does not exist")
 
 
 def _one_line(e: BaseException) -> str:
