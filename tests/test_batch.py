@@ -82,6 +82,9 @@ def test_batch_lists_failures_and_exits_1_but_writes_the_rest(daemon, inputs):
     )  # fmt: skip
     assert done.returncode == 1
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    # Reported in input order, whatever finished first.
+    reported = [line.split("] ")[0] for line in done.stderr.splitlines() if line.startswith("[")]
+    assert reported == ["[1/4", "[2/4", "[3/4", "[4/4"]
     summary = done.stderr[done.stderr.index("batch finished") :].splitlines()
     assert summary[0] == "batch finished: 2 written, 0 skipped, 2 failed"
     assert summary[1].startswith(f"  FAILED {inputs / 'in' / 'broken.png'}: not a readable image")
@@ -94,9 +97,25 @@ def test_batch_refuses_two_inputs_writing_the_same_output(inputs):
         "batch", str(inputs / "in"), str(inputs / "c.png"), "--style", str(inputs / "style.jpg"),
         "-o", str(inputs / "out"),
     )  # fmt: skip
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr.strip().endswith(f"would both write {inputs / 'out' / 'c.png'}")
-    assert not (inputs / "out" / "c.png").exists()
+    assert not (inputs / "out").exists()  # checked before OUTDIR was made
+
+
+def test_batch_checks_inputs_before_making_outdir(inputs):
+    nothing = brushwork(
+        "batch", str(inputs / "nomatch*.png"), "--style", str(inputs / "style.jpg"), "-o",
+        str(inputs / "out"),
+    )  # fmt: skip
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip().endswith("no such file, folder or matching files")
+    swallowed = brushwork(
+        "batch", "--style", str(inputs / "style.jpg"), str(inputs / "in"), "-o",
+        str(inputs / "out"),
+    )  # fmt: skip
+    assert swallowed.returncode == 2, swallowed.stderr
+    assert "put the INPUTS before --style" in swallowed.stderr
+    assert not (inputs / "out").exists()
 
 
 def test_batch_without_a_daemon_runs_one_in_process(inputs, weights_file, tmp_path):
@@ -117,7 +136,7 @@ def test_batch_with_an_explicit_server_that_is_down_fails(inputs):
         "batch", str(inputs / "in"), "--style", str(inputs / "style.jpg"), "-o",
         str(inputs / "out"), "--server", "tcp://127.0.0.1:9",
     )  # fmt: skip
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert (
         done.stderr.strip()
         .splitlines()[-1]

@@ -1,6 +1,7 @@
 """`brushwork stylize` as a user runs it: a subprocess, exit codes, one-line errors."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -62,24 +63,27 @@ def test_bad_content_file(tmp_path, pictures, make, text):
     bad = tmp_path / "bad.png"
     make(bad)
     r = brushwork("stylize", str(bad), str(pictures[1]), "-o", str(tmp_path / "o.png"))
-    _one_line_error(r, 1, text)
+    _one_line_error(r, 2, text)
 
 
 @pytest.mark.parametrize(
     ("options", "code", "text"),
     [
-        (["--size", "-5"], 1, "size must be between"),
-        (["--size", "999999"], 1, "size must be between"),
-        (["--iterations", "0"], 1, "iterations must be between"),
-        (["--style-weight", "nan"], 1, "style_weight must be between"),
-        (["--style-blend", "1,2"], 1, "style_blend has 2 values for 1 style"),
+        (["--size", "-5"], 2, "--size must be between"),
+        (["--size", "999999"], 2, "--size must be between"),
+        (["--iterations", "0"], 2, "--iterations must be between"),
+        (["--style-weight", "nan"], 2, "--style-weight must be between"),
+        (["--style-blend", "1,2"], 2, "--style-blend has 2 values for 1 style image"),
         (["--style-blend", "x"], 2, "expected numbers"),
         (["--preserve-colors", "sepia"], 2, "invalid choice"),
         (["--optimizer", "sgd"], 2, "invalid choice"),
-        (["--init", "nope.png"], 1, "no such file"),
-        (["-o", "out.xyz"], 1, "unknown image format"),
-        (["-o", "missing-dir/out.png"], 1, "does not exist"),
+        (["--init", "nope.png"], 2, "no such file"),
+        (["-o", "out.xyz"], 2, "unknown image format"),
+        (["-o", "missing-dir/out.png"], 2, "does not exist"),
         (["--device", "tpu"], 1, "unknown device"),
+        (["--seed", "-2"], 2, "--seed must be -1 (random) or a number >= 0"),
+        (["--jpeg-quality", "101"], 2, "--jpeg-quality must be between 1 and 100"),
+        (["--server", "localhost"], 2, "'localhost' is not a daemon address: use HOST:PORT"),
     ],
 )
 def test_bad_options(tmp_path, pictures, options, code, text, monkeypatch):
@@ -114,4 +118,52 @@ def test_stylize_with_a_silent_server_is_one_line(tmp_path, pictures):
         "stylize", *map(str, pictures), "-o", str(tmp_path / "o.png"),
         "--server", f"tcp://127.0.0.1:{port}",
     )  # fmt: skip
-    _one_line_error(r, 1, f"no daemon at tcp://127.0.0.1:{port}")
+    _one_line_error(r, 3, f"no daemon at tcp://127.0.0.1:{port}")
+
+
+def test_stylize_on_a_daemon_by_host_and_port_names_its_job_and_saves_steps(
+    tmp_path, pictures, daemon
+):
+    out = tmp_path / "out.jpg"
+    host_port = daemon.endpoint.removeprefix("tcp://")
+    r = brushwork(
+        "stylize", *map(str, pictures), "-o", str(out), "--size", "40", "--iterations", "4",
+        "--scales", "1", "--server", host_port, "--save-every", "2", "--print-every", "1",
+        "--seed", "-1",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"as job ([0-9a-f]{32}) \(`brushwork cancel \1` stops it\)", r.stderr)
+    assert job, r.stderr
+    assert [line.split(":")[0] for line in r.stderr.splitlines() if "Step" in line] == [
+        f"Step {i} of 4" for i in range(1, 5)
+    ]
+    # Step 2 is saved; step 4 is the output itself. Intermediates have the output's size.
+    assert sorted(p.name for p in tmp_path.glob("out_*")) == ["out_2.jpg"]
+    assert images.load(tmp_path / "out_2.jpg").shape == images.load(out).shape == (29, 40, 3)
+
+
+def test_stylize_on_a_pipe_prints_a_line_every_10_steps(tmp_path, pictures, daemon):
+    r = brushwork(
+        "stylize", *map(str, pictures), "-o", str(tmp_path / "o.png"), "--size", "96",
+        "--iterations", "20", "--scales", "2", "--server", daemon.endpoint,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if " of " in line and "%" in line]
+    assert [line.split(":")[0] for line in lines] == [
+        "Scale 1 of 2, step 10 of 10",
+        "Scale 2 of 2, step 10 of 10",
+    ]
+    assert lines[-1].split(": ")[1].startswith("100%")
+
+
+def test_a_refused_job_has_its_exit_code(tmp_path, pictures, daemon):
+    big = brushwork(
+        "stylize", *map(str, pictures), "-o", str(tmp_path / "o.png"), "--size", "2000",
+        "--server", daemon.endpoint,
+    )  # fmt: skip
+    _one_line_error_last(big, 4, "this daemon takes at most 1.0 Mpx")
+
+
+def _one_line_error_last(r: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert r.returncode == code, r.stderr
+    assert text in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr

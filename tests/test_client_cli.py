@@ -71,17 +71,18 @@ def test_cancel_command_stops_a_running_job(daemon):
 
 def test_cancel_of_an_unknown_job_is_a_one_line_error(daemon):
     done = brushwork("cancel", "no-such-job", "--server", daemon.endpoint)
-    assert done.returncode == 1
+    assert done.returncode == 4
     assert done.stderr == "brushwork: error: no job 'no-such-job'\n"
 
 
 def test_info_without_a_daemon_is_a_one_line_error():
     done = brushwork("info", "--server", "tcp://127.0.0.1:9")
-    assert done.returncode == 1
-    assert done.stderr == (
-        "brushwork: error: no daemon at tcp://127.0.0.1:9 (no answer in 3 s; "
-        "start one with `brushwork serve`)\n"
-    )
+    assert done.returncode == 3
+    message = "no daemon at tcp://127.0.0.1:9 (no answer in 3 s; start one with `brushwork serve`)"
+    assert done.stderr == f"brushwork: error: {message}\n"
+    as_json = brushwork("info", "--server", "127.0.0.1:9", "--json")
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout) == {"error": {"code": "no_daemon", "message": message}}
 
 
 def test_the_minimal_client_in_protocol_md_works(daemon):

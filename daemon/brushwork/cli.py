@@ -10,19 +10,37 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from brushwork import __version__, commands
-from brushwork.errors import BrushworkError
+from brushwork.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_DAEMON,
+    EXIT_OUT_OF_MEMORY,
+    EXIT_REFUSED,
+    BrushworkError,
+)
+
+EPILOG = f"""exit status: 0 done; {EXIT_FAILED} a job failed (or a batch had failures); \
+{EXIT_BAD_INPUT} bad option, file or settings; {EXIT_NO_DAEMON} no daemon answered; \
+{EXIT_REFUSED} the daemon refused the job (too large, queue full, stopping); \
+{EXIT_CANCELLED} cancelled; {EXIT_OUT_OF_MEMORY} out of memory; {EXIT_INTERRUPTED} Ctrl-C"""
 
 
 class _Parser(argparse.ArgumentParser):
     """Bad options are one line on stderr (exit 2), not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        if self.prog.endswith(" batch") and "required: INPUT" in message:
+            message += "; put the INPUTS before --style, which takes every path after it"
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="brushwork", description="Neural style transfer: CLI, daemon and batch jobs."
+        prog="brushwork",
+        description="Neural style transfer: CLI, daemon and batch jobs.",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"brushwork {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -37,10 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except BrushworkError as e:
         print(f"brushwork: error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("brushwork: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -46,7 +46,16 @@ from pathlib import Path
 import zmq
 
 from brushwork import protocol
-from brushwork.errors import BrushworkError
+from brushwork.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_NO_DAEMON,
+    EXIT_OUT_OF_MEMORY,
+    EXIT_REFUSED,
+    BadInput,
+    BrushworkError,
+)
 from brushwork.protocol import (
     AcceptedReply,
     CancelRequest,
@@ -81,6 +90,8 @@ JobEvent = ProgressReply | PreviewReply | ResultReply | ErrorReply
 class NoDaemon(BrushworkError):
     """Nothing answered at the endpoint within the timeout (or it stopped answering)."""
 
+    exit_code = EXIT_NO_DAEMON
+
 
 class DaemonError(BrushworkError):
     """The daemon refused a request or a job failed: ``code`` is a protocol error code."""
@@ -90,10 +101,54 @@ class DaemonError(BrushworkError):
         self.code = code
         self.job = job
 
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return _EXIT_CODES.get(self.code, EXIT_REFUSED)
+
+
+# The CLI's exit status per error code; every other code is a refusal.
+_EXIT_CODES = {
+    protocol.BAD_SETTINGS: EXIT_BAD_INPUT,
+    protocol.BAD_INPUT: EXIT_BAD_INPUT,
+    protocol.CANCELLED: EXIT_CANCELLED,
+    protocol.OUT_OF_MEMORY: EXIT_OUT_OF_MEMORY,
+    protocol.JOB_FAILED: EXIT_FAILED,
+    protocol.INTERNAL: EXIT_FAILED,
+}
+
 
 def resolve_endpoint(endpoint: str | None = None) -> str:
-    """The endpoint given, else $BRUSHWORK_SERVER, else the default tcp://127.0.0.1:5580."""
-    return endpoint or os.environ.get(ENV_SERVER) or protocol.DEFAULT_ENDPOINT
+    """The endpoint given, else $BRUSHWORK_SERVER, else the default tcp://127.0.0.1:5580.
+
+    HOST:PORT without a scheme means tcp://HOST:PORT; anything else without one is an error.
+    """
+    endpoint = (endpoint or os.environ.get(ENV_SERVER) or protocol.DEFAULT_ENDPOINT).strip()
+    if "://" in endpoint:
+        return endpoint
+    host, _, port = endpoint.rpartition(":")
+    if host and port.isdigit() and 0 < int(port) < 65536:
+        return f"tcp://{host}:{port}"
+    raise BadInput(
+        f"{endpoint!r} is not a daemon address: use HOST:PORT, tcp://HOST:PORT or ipc://PATH"
+    )
+
+
+def progress_text(event: ProgressReply) -> str:
+    """What a run is doing, for people: "Scale 2 of 3, step 40 of 67"."""
+    if event.level is None or event.steps is None:  # a daemon older than these fields
+        return f"Step {event.iteration} of {event.total}"
+    where = f"Scale {event.level} of {event.levels}, " if event.levels and event.levels > 1 else ""
+    return f"{where}step {event.step} of {event.steps}".capitalize()
+
+
+def duration_text(seconds: float) -> str:
+    """12 s, 3 min 20 s, 1 h 5 min."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def new_job_id() -> str:
@@ -132,7 +187,11 @@ class Client:
         if server_key is not None:
             client_key = client_key or os.environ.get(ENV_CLIENT_KEY) or None
             _set_curve_client(self._socket, server_key, client_key)
-        self._socket.connect(self.endpoint)
+        try:
+            self._socket.connect(self.endpoint)
+        except zmq.ZMQError as e:
+            self._socket.close()
+            raise BrushworkError(f"cannot connect to {self.endpoint}: {e.strerror}") from None
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
         # Events of this client's unfinished jobs, read while waiting for something else;

@@ -1,5 +1,23 @@
-"""The one exception type users see. Standard library only (shipped with the plug-in)."""
+"""The errors users see, with the CLI's exit status of each. Standard library only (shipped
+with the plug-in)."""
+
+# Exit statuses of the `brushwork` command (README, "Exit status").
+EXIT_FAILED = 1  # a job failed (or a batch had failures), or anything else went wrong
+EXIT_BAD_INPUT = 2  # a bad option, a missing or unreadable file, settings the daemon refused
+EXIT_NO_DAEMON = 3  # no daemon answered at the endpoint
+EXIT_REFUSED = 4  # the daemon refused the job: too large, queue full, shutting down...
+EXIT_CANCELLED = 5
+EXIT_OUT_OF_MEMORY = 6
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
 class BrushworkError(Exception):
     """An error the user can act on: its message is one line, shown without a traceback."""
+
+    exit_code = EXIT_FAILED
+
+
+class BadInput(BrushworkError):
+    """What the user gave cannot be used: an option value, a file, a path."""
+
+    exit_code = EXIT_BAD_INPUT

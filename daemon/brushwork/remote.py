@@ -19,11 +19,11 @@ from brushwork.client import (
     DaemonError,
     NoDaemon,
 )
-from brushwork.protocol import CANCELLED, DEFAULT_ENDPOINT, ProgressReply
+from brushwork.protocol import CANCELLED, DEFAULT_ENDPOINT, PreviewReply, ProgressReply
 from brushwork.settings import Settings
 
 if TYPE_CHECKING:
-    from brushwork.engine import CancelToken, Result
+    from brushwork.engine import CancelToken, Progress, Result
 
 PROBE_TIMEOUT = 1.0  # seconds a daemon has to answer before the CLI runs in-process
 
@@ -84,12 +84,16 @@ class RemoteEngine:
         settings: Settings,
         *,
         init_image: np.ndarray | None = None,
-        progress: Callable[[ProgressReply], None] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        preview_every: int = 0,
+        preview_side: int = 256,
         cancel: CancelToken | None = None,
+        job: str | None = None,
     ) -> Result:
-        """Like Engine.stylize: float32 (H, W, 3|4) result; progress gets objects with the
-        same iteration/total/losses/elapsed fields; a set `cancel` cancels the job
-        (DaemonError code "cancelled"), and so does an exception such as Ctrl-C."""
+        """Like Engine.stylize: float32 (H, W, 3|4) result; progress gets engine Progress
+        objects (a preview comes as a second one for the same iteration); a set `cancel`
+        cancels the job (DaemonError code "cancelled"), and so does an exception such as
+        Ctrl-C. `job`: the job id to submit under (default: a new one)."""
         from brushwork.engine import Result
 
         result = self.client.stylize(
@@ -99,6 +103,9 @@ class RemoteEngine:
             init=pixels.from_array(init_image) if init_image is not None else None,
             output_dtype="f32",  # the same float image as in-process; the caller quantizes
             on_event=self._progress(progress, cancel),
+            preview_every=preview_every,
+            preview_size=preview_side,
+            job=job,
         )
         return Result(
             image=np.array(pixels.to_array(result.image)),  # own the memory: writable
@@ -111,17 +118,44 @@ class RemoteEngine:
 
     def _progress(
         self,
-        progress: Callable[[ProgressReply], None] | None,
+        progress: Callable[[Progress], None] | None,
         cancel: CancelToken | None,
     ) -> Callable[[object], None]:
+        last: list[ProgressReply] = []  # the latest progress, which a preview belongs to
+
         def on_event(event: object) -> None:
             if cancel is not None and cancel.is_set():
                 # Not the job's own end, so client.stylize sends the daemon a cancel.
                 raise DaemonError(CANCELLED, "cancelled")
-            if progress is not None and isinstance(event, ProgressReply):
-                progress(event)
+            if progress is None:
+                return
+            if isinstance(event, ProgressReply):
+                last[:] = [event]
+                progress(_as_progress(event))
+            elif isinstance(event, PreviewReply) and last:
+                image = pixels.to_array(event.image).astype(np.float32) / 255
+                progress(_as_progress(last[0], image))
 
         return on_event
 
     def close(self) -> None:
         self.client.close()
+
+
+def _as_progress(event: ProgressReply, preview: np.ndarray | None = None) -> Progress:
+    """The engine's Progress from the daemon's message (fields an older daemon lacks are
+    filled in from the step count)."""
+    from brushwork.engine import Progress
+
+    return Progress(
+        iteration=event.iteration,
+        total=event.total,
+        losses={k: v for k, v in event.losses.items() if v is not None},
+        elapsed=event.elapsed,
+        level=event.level or 1,
+        levels=event.levels or 1,
+        step=event.step or event.iteration,
+        steps=event.steps or event.total,
+        fraction=event.fraction if event.fraction is not None else event.iteration / event.total,
+        preview=preview,
+    )

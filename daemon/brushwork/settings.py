@@ -97,7 +97,9 @@ class Settings:
         """Blend weight per style image, normalised to sum to 1."""
         w = self.style_blend or (1.0,) * n_styles
         if len(w) != n_styles:
-            raise ValueError(f"style_blend has {len(w)} values for {n_styles} style images")
+            values = f"{len(w)} value{'s' if len(w) != 1 else ''}"
+            images = f"{n_styles} style image{'s' if n_styles != 1 else ''}"
+            raise ValueError(f"style_blend has {values} for {images}")
         return tuple(x / sum(w) for x in w)
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ The stored file
     ``(x - (0.48235, 0.45882, 0.40784)) * 255``, no std. ``digests`` maps each key to the sha256
     of the tensor's float32 little-endian bytes, computed at fetch time. It is read with
     ``weights_only=True``, so loading never runs pickled code. Default place:
-    ``$XDG_CACHE_HOME/brushwork/vgg16-features.pth`` (``~/.cache`` without XDG), overridden by
+    the per-OS cache (``~/.cache/brushwork/vgg16-features.pth``, XDG on Linux), overridden by
     ``$BRUSHWORK_WEIGHTS``, overridden by ``--weights PATH`` (see ``resolve_path``).
 
 Sources, tried in order by ``fetch``
@@ -60,8 +60,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from brushwork import xdg
 from brushwork.errors import BrushworkError
-from brushwork.xdg import base_dir
 
 if TYPE_CHECKING:
     import onnx
@@ -151,8 +151,8 @@ class Weights:
 
 
 def default_path() -> Path:
-    """The XDG cache location, ignoring the overrides."""
-    return base_dir("XDG_CACHE_HOME", ".cache") / "brushwork" / FILE_NAME
+    """The per-OS cache location, ignoring the overrides."""
+    return xdg.cache_dir() / FILE_NAME
 
 
 def resolve_path(path: str | os.PathLike[str] | None = None) -> Path:

@@ -1,20 +1,25 @@
-"""XDG base directories (state for logs, config for keys); a relative value is ignored."""
+"""Per-OS folders: XDG on Linux (a relative $XDG_* is ignored, as the spec demands),
+~/Library on macOS, %LOCALAPPDATA% on Windows. platformdirs knows each OS's rules."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import platformdirs
 
-def base_dir(variable: str, fallback: str) -> Path:
-    """$variable if it is absolute (as the XDG spec demands), else ~/fallback."""
-    value = os.environ.get(variable, "")
-    return Path(value) if os.path.isabs(value) else Path.home() / fallback
+APP = "brushwork"
+
+
+def cache_dir() -> Path:
+    """The weights live here (~/.cache/brushwork, ~/Library/Caches/brushwork)."""
+    return Path(platformdirs.user_cache_dir(APP, appauthor=False))
 
 
 def state_dir() -> Path:
-    return base_dir("XDG_STATE_HOME", ".local/state") / "brushwork"
+    """Logs (~/.local/state/brushwork, ~/Library/Application Support/brushwork)."""
+    return Path(platformdirs.user_state_dir(APP, appauthor=False))
 
 
 def config_dir() -> Path:
-    return base_dir("XDG_CONFIG_HOME", ".config") / "brushwork"
+    """CURVE keys (~/.config/brushwork, ~/Library/Application Support/brushwork)."""
+    return Path(platformdirs.user_config_dir(APP, appauthor=False))

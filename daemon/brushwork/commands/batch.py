@@ -1,10 +1,12 @@
-"""`brushwork batch INPUTS... --style S [S ...] -o OUTDIR`: many images, one style, a daemon.
+"""`brushwork batch INPUTS... --style S [S ...] -o OUTDIR`: many images, one or more styles
+(blended), through a daemon.
 
-Inputs are files, folders (their images, not recursive) and glob patterns. Every job goes over
-the socket to the daemon; when none answers (and no --server was given) the batch runs a
-daemon on a thread of its own process for its duration. Outputs are written atomically and
-an output that already exists is skipped, so running the same command again resumes an
-interrupted batch; --overwrite redoes them.
+Inputs are files, folders (their images, not recursive) and glob patterns; put them before
+--style, which takes every path after it. Every job goes over the socket to the daemon; when
+none answers (and no --server was given) the batch runs a daemon on a thread of its own
+process for its duration. Outputs are written atomically and an output that already exists is
+skipped, so running the same command again resumes an interrupted batch; --overwrite redoes
+them. Results are reported in input order.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from brushwork.client import Client, JobEvent, NoDaemon
-from brushwork.commands.stylize import add_settings_arguments, settings_from_args
-from brushwork.errors import BrushworkError
+from brushwork.commands.stylize import (
+    add_output_arguments,
+    add_settings_arguments,
+    check_output_arguments,
+    settings_from_args,
+)
+from brushwork.errors import BadInput, BrushworkError
 from brushwork.protocol import ErrorReply, ProgressReply, RawImage
 from brushwork.remote import PROBE_TIMEOUT, add_server_arguments
 from brushwork.settings import Settings
@@ -50,11 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     from brushwork.weights import add_weights_argument
 
     p = sub.add_parser(
-        "batch", help="stylize many images through the daemon (resumable)", description=__doc__
+        "batch",
+        help="stylize many images through the daemon (resumable)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument(
-        "--style", nargs="+", required=True, type=Path, metavar="S", help="style image(s)"
+        "--style",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="S",
+        help="style image(s), blended; takes every path after it, so put INPUTS first",
     )
     p.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR")
     p.add_argument(
@@ -65,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     add_settings_arguments(p)
+    add_output_arguments(p)
     add_server_arguments(p)
     local = p.add_argument_group("daemon started by the batch when none answers")
     local.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
@@ -76,8 +92,18 @@ def run(args: argparse.Namespace) -> int:
     from brushwork import images
 
     settings = settings_from_args(args, len(args.style))
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    check_output_arguments(args)
+    for style in args.style:
+        if style.is_dir():
+            raise BadInput(
+                f"--style {style}: is a folder; put the INPUTS before --style, which takes "
+                "every path after it"
+            )
+    # Everything is checked before OUTDIR is made: a typo leaves no empty folder behind.
     items = plan(args.inputs, args.output_dir, "." + args.format.lstrip("."))
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise BadInput(f"-o {args.output_dir}: not a folder")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     images.check_output_path(items[0].output)
     todo = [i for i in items if args.overwrite or not i.output.exists()]
     skipped = len(items) - len(todo)
@@ -89,13 +115,13 @@ def run(args: argparse.Namespace) -> int:
     init = _raw(images.load(args.init)) if settings.init == "image" else None
 
     with _daemon(args) as client:
-        failures = Batch(client, settings, styles, init, len(items)).run(todo)
+        failures = Batch(client, settings, styles, init, len(items), args.jpeg_quality).run(todo)
     done = len(todo) - len(failures)
     print(
         f"brushwork: batch finished: {done} written, {skipped} skipped, {len(failures)} failed",
         file=sys.stderr,
     )
-    for _, message in failures:
+    for _, message in sorted(failures, key=lambda failure: failure[0].index):
         print(f"  FAILED {message}", file=sys.stderr)
     return 1 if failures else 0
 
@@ -112,24 +138,25 @@ def plan(inputs: list[str], out_dir: Path, suffix: str) -> list[Item]:
         else:  # a pattern the shell did not expand (quoted, or on Windows)
             found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
             if not found:
-                raise BrushworkError(f"{text}: no such file, folder or matching files")
+                raise BadInput(f"{text}: no such file, folder or matching files")
         sources += [p for p in found if p.resolve() not in {s.resolve() for s in sources}]
     if not sources:
         kinds = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise BrushworkError(f"no input images (folders are searched for {kinds})")
+        raise BadInput(f"no input images (folders are searched for {kinds})")
     by_output: dict[Path, Path] = {}
     items = []
     for index, source in enumerate(sources, 1):
         output = out_dir / (source.stem + suffix)
         if output in by_output:
-            raise BrushworkError(f"{by_output[output]} and {source} would both write {output}")
+            raise BadInput(f"{by_output[output]} and {source} would both write {output}")
         by_output[output] = source
         items.append(Item(index, source, output))
     return items
 
 
 class Batch:
-    """Keeps IN_FLIGHT jobs on the daemon, writes results as they come, collects failures.
+    """Keeps IN_FLIGHT jobs on the daemon, writes results as they come, collects failures,
+    and reports each image in input order (a later image may finish first).
 
     Files are read and written on a thread: decoding or encoding a large PNG can take longer
     than the daemon's heartbeat timeout, and the main thread must keep listening meanwhile
@@ -143,19 +170,29 @@ class Batch:
         styles: list[RawImage],
         init: RawImage | None,
         total: int,
+        jpeg_quality: int,
     ) -> None:
+        from brushwork.report import ProgressDisplay
+
         self.client = client
         self.settings = settings
         self.styles = styles
         self.init = init
         self.total = total
-        self.tty = sys.stderr.isatty()
+        self.jpeg_quality = jpeg_quality
+        # The bar on a terminal; elsewhere the per-image lines are the progress.
+        self.display = ProgressDisplay(sys.stderr, None if sys.stderr.isatty() else 0)
         self.failures: list[tuple[Item, str]] = []
         self.saves: dict[Future, Item] = {}
+        self.finished: dict[int, str] = {}  # item index -> its line, until its turn comes
+        self.order: deque[int] = deque()  # indices still to report, in input order
+        self.shown_job: str | None = None
 
     def run(self, todo: list[Item]) -> list[tuple[Item, str]]:
         from brushwork import images
 
+        self.order.extend(item.index for item in todo)
+        self.count = len(todo)
         waiting = deque(todo)
         running: dict[str, Item] = {}
         loads: dict[int, Future] = {}
@@ -180,6 +217,8 @@ class Batch:
                     with contextlib.suppress(BrushworkError):
                         self.client.cancel(job)
                 raise
+            finally:
+                self.display.close()
             self._collect_saves(block=True)
         return self.failures
 
@@ -203,20 +242,22 @@ class Batch:
 
         item = running[event.job]
         if isinstance(event, ProgressReply):
-            if self.tty:
-                eta = f", ~{event.eta:.0f} s left" if event.eta is not None else ""
-                sys.stderr.write(
-                    f"\r[{item.index}/{self.total}] {item.source.name}: "
-                    f"{event.iteration}/{event.total}{eta}\033[K"
-                )
-                sys.stderr.flush()
+            if event.job != self.shown_job:
+                self.shown_job = event.job
+                done = self.count - len(self.order) + len(self.finished)  # images finished
+                prefix = f"[{item.index}/{self.total}] {item.source.name}: "
+                self.display.job(prefix, done, self.count)
+            self.display(event)
             return
         del running[event.job]
         if isinstance(event, ErrorReply):
             self._fail(item, event.message)
         else:
             image = pixels.to_array(event.image)
-            save = self.files.submit(images.save, item.output, image, bit_depth=item.bit_depth)
+            save = self.files.submit(
+                images.save, item.output, image, bit_depth=item.bit_depth,
+                jpeg_quality=self.jpeg_quality,
+            )  # fmt: skip
             self.saves[save] = item
 
     def _collect_saves(self, block: bool) -> None:
@@ -236,8 +277,10 @@ class Batch:
         self._say(f"FAILED {message}", item)
 
     def _say(self, text: str, item: Item) -> None:
-        clear = "\r\033[K" if self.tty else ""
-        print(f"{clear}[{item.index}/{self.total}] {text}", file=sys.stderr)
+        """Report an image once every image before it has been reported."""
+        self.finished[item.index] = f"[{item.index}/{self.total}] {text}"
+        while self.order and self.order[0] in self.finished:
+            self.display.write(self.finished.pop(self.order.popleft()))
 
 
 def _raw(array: np.ndarray) -> RawImage:

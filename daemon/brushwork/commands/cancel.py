@@ -14,7 +14,13 @@ WAIT = 30.0  # a running job stops within one iteration; this bounds a very slow
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cancel", help="cancel a job on the daemon (ids: `brushwork info`)")
+    p = sub.add_parser(
+        "cancel",
+        help="cancel a job on the daemon (ids: `brushwork info`)",
+        description="Cancel a queued or running job on the daemon and wait until it has "
+        "stopped (a running job stops within one step). Job ids: `brushwork info`, or the "
+        "line `brushwork stylize` prints.",
+    )
     p.add_argument("job", help="job id")
     add_server_arguments(p)
     p.set_defaults(run=run)

@@ -1,4 +1,8 @@
-"""`brushwork info`: what the daemon runs on and its job queue."""
+"""`brushwork info`: the daemon's version, device, memory, weights, limits and job queue.
+
+With --json, one JSON object on stdout; when no daemon answers (or it refuses), the object is
+{"error": {"code": ..., "message": ...}} and the exit status says which (see brushwork --help).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,37 @@ import argparse
 import json
 import time
 
+from brushwork.client import DaemonError, NoDaemon
+from brushwork.errors import BrushworkError
 from brushwork.remote import add_server_arguments, client_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show the daemon's device, memory, weights and queue")
+    p = sub.add_parser(
+        "info", help="show the daemon's device, memory, weights and queue", description=__doc__
+    )
     add_server_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    with client_from_args(args, timeout=3.0) as client:
-        info = client.info()
-        endpoint = client.endpoint
+    try:
+        with client_from_args(args, timeout=3.0) as client:
+            info = client.info()
+            endpoint = client.endpoint
+    except BrushworkError as e:
+        if not args.json:
+            raise
+        code = (
+            e.code
+            if isinstance(e, DaemonError)
+            else "no_daemon"
+            if isinstance(e, NoDaemon)
+            else "error"
+        )
+        print(json.dumps({"error": {"code": code, "message": str(e)}}))
+        return e.exit_code
     if args.json:
         print(
             json.dumps(

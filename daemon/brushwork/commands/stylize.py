@@ -1,16 +1,21 @@
-"""`brushwork stylize CONTENT STYLE [STYLE ...] -o OUT`: one image, in-process."""
+"""`brushwork stylize CONTENT STYLE [STYLE ...] -o OUT`: one image, on the daemon when one
+answers (--server, $BRUSHWORK_SERVER, else the default endpoint), else in this process."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 from pathlib import Path
 
 from brushwork import remote
-from brushwork.errors import BrushworkError
+from brushwork.errors import BadInput
+from brushwork.images import DEFAULT_JPEG_QUALITY
 from brushwork.settings import INITS, OPTIMIZERS, PRESERVE_COLORS, Settings
 
 _DEFAULTS = Settings()
+_FIELDS = "|".join(f.name for f in dataclasses.fields(Settings))
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +77,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--scales", type=int, default=d.scales, help="coarse-to-fine levels (default %(default)s)"
     )
     g.add_argument(
-        "--seed", type=int, default=None, help="makes a run repeatable on the same device"
+        "--seed",
+        type=int,
+        default=-1,
+        help="makes a run repeatable on the same device; -1 = random (default)",
     )
     g.add_argument(
         "--tile",
@@ -84,7 +92,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
-    """Settings from the parsed options; a bad value is a one-line BrushworkError."""
+    """Settings from the parsed options; a bad value is a one-line BadInput naming the flag."""
+    if args.seed < -1:
+        raise BadInput(f"--seed must be -1 (random) or a number >= 0, got {args.seed}")
     try:
         settings = Settings(
             size=args.size,
@@ -98,13 +108,18 @@ def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
             init=args.init if args.init in INITS[:2] else "image",
             optimizer=args.optimizer,
             scales=args.scales,
-            seed=args.seed,
+            seed=None if args.seed == -1 else args.seed,
             tile=args.tile,
         )
         settings.blend_weights(n_styles)
     except ValueError as e:
-        raise BrushworkError(str(e)) from None
+        raise BadInput(as_flags(str(e))) from None
     return settings
+
+
+def as_flags(message: str) -> str:
+    """A Settings message in the words the user typed: style_weight -> --style-weight."""
+    return re.sub(rf"\b({_FIELDS})\b", lambda m: "--" + m[1].replace("_", "-"), message)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -119,68 +134,134 @@ def _floats(text: str) -> tuple[float, ...]:
 def register(sub: argparse._SubParsersAction) -> None:
     from brushwork.weights import add_weights_argument
 
-    p = sub.add_parser("stylize", help="stylize one image", description=__doc__)
+    p = sub.add_parser(
+        "stylize", help="stylize one image (on the daemon if one answers)", description=__doc__
+    )
     p.add_argument("content", type=Path, help="content image")
     p.add_argument("styles", type=Path, nargs="+", metavar="style", help="style image(s)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .jpg...)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output image: .png and .tif keep 16 bits, .jpg, .webp...",
+    )
     add_settings_arguments(p)
+    add_output_arguments(p)
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write the image every N steps, named OUT_<step> (8-bit; default: never)",
+    )
+    p.add_argument(
+        "--print-every",
+        type=int,
+        metavar="N",
+        help="a plain progress line every N steps instead of the bar (0 = none; default: a "
+        "bar on a terminal, a line every 10 steps otherwise)",
+    )
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default %(default)s)")
     add_weights_argument(p)
     remote.add_server_arguments(p)
-    p.epilog = "--device and --weights apply in-process; a daemon uses its own."
+    p.epilog = (
+        "--device and --weights apply in-process; a daemon uses its own. On a daemon the "
+        "job id is printed: `brushwork cancel ID` stops it from another shell."
+    )
     p.set_defaults(run=run)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """File options shared by `stylize` and `batch`."""
+    parser.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=DEFAULT_JPEG_QUALITY,
+        metavar="Q",
+        help="quality of .jpg outputs, 1-100 (default %(default)s, no chroma subsampling)",
+    )
+
+
+def check_output_arguments(args: argparse.Namespace) -> None:
+    if not 1 <= args.jpeg_quality <= 100:
+        raise BadInput(f"--jpeg-quality must be between 1 and 100, got {args.jpeg_quality}")
 
 
 def run(args: argparse.Namespace) -> int:
     from brushwork import images
+    from brushwork.client import new_job_id
+    from brushwork.engine import output_size
+    from brushwork.report import ProgressDisplay
 
     settings = settings_from_args(args, len(args.styles))
+    check_output_arguments(args)
+    if args.save_every < 0 or (args.print_every or 0) < 0:
+        raise BadInput("--save-every and --print-every must be 0 or more")
     content = images.load(args.content)
     styles = [images.load(p) for p in args.styles]
     init_image = images.load(args.init) if settings.init == "image" else None
     images.check_output_path(args.output)  # fail before a long run, not after it
 
     engine = remote.connect(args)  # None when no daemon answers; an error if --server did not
+    job = {}
     if engine is None:
         from brushwork.engine import Engine
 
         engine = Engine(weights=args.weights, device=args.device)
         where = f"in-process on {engine.device}"
     else:
-        where = f"on the daemon at {engine.endpoint} ({engine.device})"
+        job = {"job": new_job_id()}
+        where = (
+            f"on the daemon at {engine.endpoint} ({engine.device}) as job {job['job']} "
+            f"(`brushwork cancel {job['job']}` stops it)"
+        )
     print(f"brushwork: stylizing {where}", file=sys.stderr)
-    bar = ProgressBar(sys.stderr)
+    display = ProgressDisplay(sys.stderr, args.print_every)
+    height, width = output_size(content.shape[0], content.shape[1], settings.size)
+    saver = _Intermediates(args.output, (height, width), settings.iterations, display)
+
+    def progress(p) -> None:
+        display(p)
+        if p.preview is not None and p.iteration < p.total:
+            saver.save(p.iteration, p.preview)
+
     try:
-        result = engine.stylize(content, styles, settings, init_image=init_image, progress=bar)
+        result = engine.stylize(
+            content, styles, settings, init_image=init_image, progress=progress,
+            preview_every=args.save_every, preview_side=min(max(height, width), 4096), **job,
+        )  # fmt: skip
     except ValueError as e:
-        raise BrushworkError(str(e)) from None
+        raise BadInput(str(e)) from None
     finally:
-        bar.close()
-    images.save(args.output, result.image, bit_depth=16 if content.dtype != "uint8" else 8)
+        display.close()
+    bits = 16 if content.dtype != "uint8" else 8
+    images.save(args.output, result.image, bit_depth=bits, jpeg_quality=args.jpeg_quality)
     terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
     print(f"brushwork: wrote {args.output} in {result.elapsed:.1f} s ({terms})", file=sys.stderr)
     return 0
 
 
-class ProgressBar:
-    """A one-line bar on a terminal; nothing on a pipe except the final line."""
+class _Intermediates:
+    """--save-every: the image so far, at the output's size, as OUT_<step>.<ext>."""
 
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, output: Path, size: tuple[int, int], total: int, display) -> None:
+        self.output, self.size, self.digits, self.display = output, size, len(str(total)), display
 
-    def __call__(self, p) -> None:
-        if not self.tty:
-            return
-        width = 30
-        done = round(width * p.iteration / p.total)
-        eta = p.elapsed / p.iteration * (p.total - p.iteration)
-        self.stream.write(
-            f"\r[{'#' * done}{'.' * (width - done)}] {p.iteration}/{p.total} "
-            f"loss {p.losses['total']:.4g}  {p.elapsed:.0f}s, ~{eta:.0f}s left "
+    def path(self, iteration: int) -> Path:
+        return self.output.with_name(
+            f"{self.output.stem}_{iteration:0{self.digits}d}{self.output.suffix}"
         )
-        self.stream.flush()
 
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+    def save(self, iteration: int, preview) -> None:
+        import numpy as np
+        from PIL import Image
+
+        from brushwork import images
+        from brushwork.pixels import quantize
+
+        picture = Image.fromarray(quantize(preview, "u8"))  # coarse scales are smaller
+        picture = picture.resize(self.size[::-1], Image.Resampling.BICUBIC)
+        path = self.path(iteration)
+        images.save(path, np.asarray(picture, np.float32) / 255)
+        self.display.write(f"brushwork: wrote {path}")
