@@ -231,6 +231,9 @@ install_plugin() {  # $1: profile
     mkdir -p "$dir/lib/brushwork"
     install -m 755 "$REPO/plugin/brushwork/brushwork.py" "$dir/brushwork.py"
     install -m 644 "$REPO/plugin/brushwork/brushwork_logic.py" "$dir/brushwork_logic.py"
+    rm -rf "$dir/styles"
+    mkdir -p "$dir/styles"
+    install -m 644 "$REPO"/plugin/brushwork/styles/*.jpg "$dir/styles/"  # bundled paintings
     for m in "${CLIENT_MODULES[@]}"; do
         install -m 644 "$REPO/daemon/brushwork/$m.py" "$dir/lib/brushwork/$m.py"
     done

@@ -11,12 +11,14 @@ Under CI (CI=true) a GIMP 3 that cannot be set up fails these tests; elsewhere t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,9 +26,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from brushwork import pixels
+
 pytestmark = pytest.mark.gimp
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_logic():
+    """The plug-in's brushwork_logic, by file path (its folder's brushwork.py would shadow the
+    brushwork package on sys.path)."""
+    path = REPO / "plugin" / "brushwork" / "brushwork_logic.py"
+    if "brushwork_logic" in sys.modules:  # test_plugin_logic loaded it already
+        return sys.modules["brushwork_logic"]
+    spec = importlib.util.spec_from_file_location("brushwork_logic", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+logic = _load_logic()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 GIMP_TIMEOUT = 600  # seconds for the whole session: cold start + every case
 CONTENT_SIZE = (96, 64)  # width, height
@@ -87,6 +107,7 @@ class GimpSession:
             "PATH=/usr/bin:/bin",
             "LANG=C.UTF-8",
             f"GIMP3_DIRECTORY={self.inside(self.profile)}",
+            f"BRUSHWORK_RECORD_REPAINTS={self.inside(self.out / 'repaints.jsonl')}",
             *([f"DISPLAY={display}"] if display else []),
         ]
         chroot = [] if self.root == Path("/") else ["chroot", str(self.root)]
@@ -133,7 +154,7 @@ def _style() -> np.ndarray:
 
 # What the session in GIMP does for each case; the report carries the rest to the tests.
 BATCH = r"""
-import json, time
+import json, os, time
 import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
@@ -184,6 +205,7 @@ def run_case(case):
         with open(SPEC["last_values"], "w") as f:
             f.write(case["last_values"])
     proc = Gimp.get_pdb().lookup_procedure("python-fu-brushwork-style")
+    assert proc is not None, "the filter is not registered"
     cfg = proc.create_config()
     interactive = case.get("interactive", False)
     cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE if interactive else
@@ -200,6 +222,7 @@ def run_case(case):
             assert value.set_file(Gio.File.new_for_path(SPEC["out"] + "/style.xcf"))
             style_images.append(value)
         cfg.set_property(key, value)
+    repaints = open(SPEC["repaints"]).readlines() if os.path.exists(SPEC["repaints"]) else []
     started = time.monotonic()
     result = proc.run(cfg)
     seconds = time.monotonic() - started
@@ -216,6 +239,9 @@ def run_case(case):
         "after": dump(source, case["name"] + "-after"),
         "new": dump(layers[0], case["name"] + "-new") if len(layers) > 1 else None,
         "precision": image.get_precision().value_nick,
+        "repaints": [json.loads(line) for line in
+                     (open(SPEC["repaints"]).readlines() if os.path.exists(SPEC["repaints"])
+                      else [])[len(repaints):]],
     }
     if interactive:
         with open(SPEC["last_values"]) as f:
@@ -266,10 +292,10 @@ def _install_plugin(gimp: GimpSession, endpoint: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def session(gimp) -> dict:
+def session(gimp, daemon) -> dict:
     """Every non-interactive case in one GIMP session: the report, by case name."""
     content, style = gimp.inside(gimp.work / "content.png"), gimp.inside(gimp.work / "style.png")
-    quick = {"quality": "preview", "seed": 0}
+    quick = {"quality": "draft", "seed": 0}
     autostart_off = {"endpoint": DEAD_ENDPOINT, "daemon_command": [], "autostart": False}
     cannot_start = {
         "endpoint": DEAD_ENDPOINT,
@@ -286,6 +312,11 @@ def session(gimp) -> dict:
             "args": {"style-file": style, **quick},
         },
         {"name": "u16", "content": content, "u16": True, "args": {"style-image": style, **quick}},
+        # The default quality: long enough (2 scales, 200 steps) for several repaints.
+        {"name": "live", "content": content, "args": {"style-file": style, "seed": 0}},
+        {"name": "painting", "content": content, "args": {"painting": "the-scream", **quick}},
+        # Cancelled from outside (tests/_cancel_when_running) once it has started.
+        {"name": "cancelled", "content": content, "args": {"style-file": style, "quality": "high"}},
         {
             "name": "too_large",
             "new_image": [1100, 1000],  # 1.1 Mpx; the suite's daemon takes 1 Mpx
@@ -309,10 +340,29 @@ def session(gimp) -> dict:
             "args": {"style-file": style, **quick},
         },
     ]
+    done = threading.Event()
+    canceller = threading.Thread(target=_cancel_when_running, args=(daemon, HIGH_STEPS, done))
+    canceller.start()
     try:
         return _run_cases(gimp, "batch", cases)
     finally:  # the dialog session wants the installer's config back
+        done.set()
+        canceller.join()
         (gimp.plugin / "brushwork.json").write_text(installed_config)
+
+
+HIGH_STEPS = logic.quality_steps("high")[0]  # only the "cancelled" case runs this many
+
+
+def _cancel_when_running(daemon, total: int, done: threading.Event) -> None:
+    """Cancel the job of `total` steps once it has done 10, as `brushwork cancel` would."""
+    with daemon.client() as client:
+        while not done.is_set():
+            for job in client.info().queue:
+                if job["total"] == total and job["state"] == "running" and job["iteration"] >= 10:
+                    client.cancel(job["id"])
+                    return
+            time.sleep(0.2)
 
 
 def _run_cases(gimp: GimpSession, tag: str, cases: list[dict], display: str = "") -> dict:
@@ -323,6 +373,7 @@ def _run_cases(gimp: GimpSession, tag: str, cases: list[dict], display: str = ""
         "report": gimp.inside(report_file),
         "config": gimp.inside(gimp.plugin / "brushwork.json"),
         "last_values": gimp.inside(gimp.profile / "plug-in-settings" / LAST_VALUES),
+        "repaints": gimp.inside(gimp.out / "repaints.jsonl"),
         "cases": cases,
     }
     (gimp.work / f"spec-{tag}.json").write_text(json.dumps(spec))
@@ -358,7 +409,7 @@ def dialog_session(gimp) -> dict:
     last_values = (
         f'(style-file "file://{gimp.inside(gimp.work / "style.png")}")\n'
         "(strength 80)\n"
-        '(quality "preview")\n'
+        '(quality "draft")\n'
         "(seed 0)\n"
     )
     case = {
@@ -519,5 +570,69 @@ def test_dialog_opens_with_the_last_values_and_ok_runs_the_filter(dialog_session
     _assert_stylized(case["pixels"]["new"]["rgba"], case["pixels"]["before"]["rgba"])
     # GIMP wrote the values of this OK back, all of them: the next dialog opens with them.
     saved = case["last_values"]
-    for line in ("(strength 80)", '(quality "preview")', "(seed 0)", "(size 0)", "style.png"):
+    for line in ("(strength 80)", '(quality "draft")', "(seed 0)", "(size 0)", "style.png"):
         assert line in saved
+
+
+def test_the_canvas_is_repainted_during_the_job_and_ends_with_the_daemons_result(session, daemon):
+    case = session["live"]
+    assert case["status"] == "success", case["message"]
+    assert case["layers"] == ["style style", "Background"]
+    _assert_source_untouched(case)
+    repaints = [r["iteration"] for r in case["repaints"]]
+    print(f"gimp e2e: live: {len(repaints)} repaints in {case['seconds']:.1f} s at {repaints}")
+    assert repaints == sorted(set(repaints))
+    during = [r for r in repaints if r < logic.quality_steps("normal")[0]]
+    assert len(during) >= 2  # repainted while the job ran, not only at its end
+    # The same job straight on the daemon: the layer holds exactly its result.
+    settings = logic.build_settings(
+        strength=logic.DEFAULT_STRENGTH, size=0, quality="normal", preserve_colors="none", seed=0
+    )
+    with daemon.client() as client:
+        direct = client.stylize(
+            pixels.from_array(_content()), [pixels.from_array(_style())], settings
+        )
+    expected = pixels.to_array(direct.image)
+    layer = np.round(case["pixels"]["new"]["rgba"] * 255)
+    assert np.abs(layer - expected).max() <= 1
+
+
+def test_a_bundled_painting_needs_no_file(session):
+    case = session["painting"]
+    assert case["status"] == "success", case["message"]
+    assert case["layers"] == ["the-scream style", "Background"]
+    _assert_source_untouched(case)
+
+
+def test_a_cancelled_job_leaves_the_image_as_it_was(session):
+    case = session["cancelled"]
+    assert case["status"] == "execution-error"
+    assert "cancelled" in case["message"] and "\n" not in case["message"]
+    assert case["new"] is None and case["layers"] == ["Background"]
+    _assert_source_untouched(case)
+
+
+def test_without_pyzmq_the_filter_is_listed_and_says_how_to_install_it(gimp_root, gimp):
+    """A fresh profile (GIMP queries the plug-in anew) whose plug-in has no zmq beside it, in
+    a GIMP whose Python has none either: the filter is there and its one message names the
+    fix."""
+    bare = GimpSession(gimp_root)
+    try:
+        shutil.copytree(
+            gimp.plugin, bare.plugin, ignore=shutil.ignore_patterns("zmq", "pyzmq*", "*.libs")
+        )
+        shutil.copy(gimp.work / "content.png", bare.work / "content.png")
+        case = {
+            "name": "nozmq",
+            "content": bare.inside(bare.work / "content.png"),
+            "args": {"painting": "the-great-wave", "quality": "draft"},
+        }
+        report = _run_cases(bare, "nozmq", [case])["nozmq"]
+    finally:
+        shutil.rmtree(bare.work, ignore_errors=True)
+    assert report["status"] == "execution-error"
+    message = report["message"]
+    assert message.startswith("Neural style transfer: GIMP's Python (")
+    assert "cannot import pyzmq" in message and "-m pip install --target" in message
+    assert f"{bare.inside(bare.plugin)}/lib" in message and "\n" not in message
+    assert report["layers"] == ["Background"]

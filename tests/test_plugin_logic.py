@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -70,15 +71,15 @@ def test_quality_normal_is_the_default_and_the_others_order_by_work():
 
 
 def test_unknown_quality_is_one_clear_error():
-    with pytest.raises(ValueError, match="quality must be one of preview, normal, high"):
+    with pytest.raises(ValueError, match="quality must be one of draft, normal, high"):
         logic.quality_steps("ultra")
 
 
 def test_settings_take_the_arguments_and_keep_every_other_default():
     s = logic.build_settings(
-        strength=75, size=384, quality="preview", preserve_colors="luminance", seed=7
+        strength=75, size=384, quality="draft", preserve_colors="luminance", seed=7
     )
-    iterations, scales = logic.quality_steps("preview")
+    iterations, scales = logic.quality_steps("draft")
     expected = DEFAULTS.replace(
         size=384,
         iterations=iterations,
@@ -312,3 +313,43 @@ def test_autostart_spawns_the_real_daemon_detached_and_it_serves(tmp_path, weigh
             process.terminate()
             assert process.wait(timeout=30) == 0  # SIGTERM: the daemon stops cleanly
     assert Path(config.daemon_log).stat().st_size > 0  # its output went to the log file
+
+
+# --- Live preview, bundled paintings, missing modules (issue 12) ----------------------------
+
+
+def test_with_alpha_puts_rgb_under_the_sources_alpha():
+    rgb = bytes([1, 2, 3, 4, 5, 6])  # two u8 pixels
+    rgba = bytes([9, 9, 9, 100, 9, 9, 9, 200])
+    assert logic.with_alpha(rgb, rgba, 1) == bytes([1, 2, 3, 100, 4, 5, 6, 200])
+    floats = struct.pack("<6f", 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    source = struct.pack("<8f", 0, 0, 0, 0.25, 0, 0, 0, 0.75)
+    mixed = struct.unpack("<8f", logic.with_alpha(floats, source, 4))
+    assert mixed == pytest.approx((0.1, 0.2, 0.3, 0.25, 0.4, 0.5, 0.6, 0.75))
+
+
+def test_previews_are_asked_for_about_40_times_no_larger_than_the_box():
+    assert logic.preview_options(200, 96, 64) == {"preview_every": 5, "preview_size": 96}
+    assert logic.preview_options(10, 4000, 3000) == {"preview_every": 1, "preview_size": 512}
+    assert logic.preview_options(200, 8, 4)["preview_size"] == 16  # the protocol's minimum
+
+
+def test_every_bundled_painting_is_shipped_and_credited():
+    readme = (REPO / "README.md").read_text()
+    for value, label in logic.PAINTINGS:
+        path = Path(logic.painting_path(str(REPO / "plugin" / "brushwork"), value))
+        assert path.is_file() and path.stat().st_size < 150_000, path
+        assert label.split(" (")[0] in readme, f"{label} is not credited in the README"
+    with pytest.raises(ValueError, match="no bundled painting"):
+        logic.painting_path("x", "mona-lisa")
+
+
+def test_a_missing_zmq_gives_the_command_that_installs_it():
+    error = ImportError("No module named 'zmq'", name="zmq")
+    message = logic.missing_module_message(error, "/usr/bin/python3", "/p/plug-ins/brushwork/lib")
+    assert message.startswith("GIMP's Python (/usr/bin/python3) cannot import pyzmq")
+    assert (
+        "/usr/bin/python3 -m pip install --target /p/plug-ins/brushwork/lib 'pyzmq>=25'" in message
+    )
+    other = logic.missing_module_message(ImportError("x", name="brushwork.client"), "py", "lib")
+    assert "install/install.sh --plugin-only" in other and "\n" not in other

@@ -2,12 +2,16 @@
 """Brushwork for GIMP 3: Filters > Artistic > Neural Style Transfer...
 
 Sends the active layer (the selection's box of it) to the Brushwork daemon and puts the
-stylized result in a new layer above it. Imports only the standard library, GIMP's GI modules
-and the shipped `brushwork` client package (pyzmq); decisions live in brushwork_logic.py.
+stylized result in a new layer above it, repainted from the daemon's previews while the job
+runs. Imports only the standard library, GIMP's GI modules and the shipped `brushwork` client
+package (pyzmq, imported when the filter runs: a GIMP without pyzmq still lists the filter,
+and running it says how to install pyzmq); decisions live in brushwork_logic.py.
 """
 
+import json
 import os
 import sys
+import time
 import traceback
 
 # The installer puts the `brushwork` package (and pyzmq when GIMP's Python lacks it) in lib/.
@@ -19,19 +23,20 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
 
 import brushwork_logic as logic  # noqa: E402
-from brushwork.client import Client, DaemonError, NoDaemon  # noqa: E402
 from brushwork.errors import BrushworkError  # noqa: E402
-from brushwork.protocol import OUT_OF_MEMORY, ProgressReply, RawImage  # noqa: E402
+from brushwork.protocol import OUT_OF_MEMORY, PreviewReply, ProgressReply, RawImage  # noqa: E402
 from brushwork.settings import PRESERVE_COLORS  # noqa: E402
 
 PROCEDURE = "python-fu-brushwork-style"
 CLIENT_TIMEOUT = 30.0  # seconds of daemon silence before giving up (it heartbeats every 1 s)
+RECORD_ENV = "BRUSHWORK_RECORD_REPAINTS"  # a file to log each canvas repaint in (tests)
 _RW = GObject.ParamFlags.READWRITE
 # Every argument but style-image, in dialog order (see _dialog).
 DIALOG_ARGUMENTS = [
+    "painting",
     "style-file",
     "strength",
     "size",
@@ -71,6 +76,12 @@ class Brushwork(Gimp.PlugIn):
             name,
         )
         proc.set_attribution("Brushwork", "Brushwork", "2025")
+        proc.add_choice_argument(
+            "painting", "_Painting", "A bundled public-domain painting as the style",
+            _choice(["none", *(v for v, _ in logic.PAINTINGS)],
+                    ["None: the style file below", *(label for _, label in logic.PAINTINGS)]),
+            "none", _RW,
+        )  # fmt: skip
         proc.add_file_argument(
             "style-file", "Style _file", "Image whose style is applied",
             Gimp.FileChooserAction.OPEN, True, None, _RW,
@@ -93,7 +104,8 @@ class Brushwork(Gimp.PlugIn):
         )  # fmt: skip
         proc.add_choice_argument(
             "quality", "_Quality", "More iterations and scales take longer",
-            _choice(logic.QUALITIES, ("Preview (fast)", "Normal", "High (slow)")), "normal", _RW,
+            _choice(logic.QUALITIES, ("Draft (one scale, few steps)", "Normal", "High (slow)")),
+            "normal", _RW,
         )  # fmt: skip
         proc.add_choice_argument(
             "preserve-colors", "_Keep colors", "Keep the layer's own colors",
@@ -104,8 +116,8 @@ class Brushwork(Gimp.PlugIn):
             "seed", "Se_ed", "Random seed; -1 = a new one every run", -1, 2**31 - 1, -1, _RW
         )
         proc.add_string_argument(
-            "server", "Dae_mon", "Daemon endpoint; empty = the one the installer configured",
-            "", _RW,
+            "server", "Ser_ver (advanced; empty = this computer)",
+            "Daemon endpoint (HOST:PORT); empty = the one the installer configured", "", _RW,
         )  # fmt: skip
         return proc
 
@@ -152,7 +164,12 @@ def _dialog(procedure, config):
     row = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
     row.pack_start(use_image, False, False, 0)
     row.pack_start(images, False, False, 0)
-    dialog.get_content_area().pack_start(row, False, False, 0)
+    content = dialog.get_content_area()
+    content.pack_start(row, False, False, 0)
+    # Right below the style file: the two ways of choosing a style belong together.
+    style_file = dialog.get_widget("style-file", GObject.TYPE_NONE)
+    if style_file is not None and style_file.get_parent() is content:
+        content.reorder_child(row, content.child_get_property(style_file, "position") + 1)
     row.show_all()
     ok = dialog.run()
     if ok:
@@ -170,7 +187,20 @@ def _failure(procedure, message):
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, error)
 
 
+def _client_module():
+    """brushwork.client, imported only now: without pyzmq the filter still registers, and
+    running it says what is missing and how to install it."""
+    try:
+        from brushwork import client
+    except ImportError as e:
+        raise BrushworkError(
+            logic.missing_module_message(e, sys.executable, os.path.join(_HERE, "lib"))
+        ) from None
+    return client
+
+
 def _stylize(image, layer, config):
+    client_module = _client_module()
     settings = logic.build_settings(
         strength=config.get_property("strength"),
         size=config.get_property("size"),
@@ -188,36 +218,40 @@ def _stylize(image, layer, config):
     plugin_config = logic.read_config(os.path.join(_HERE, logic.CONFIG_NAME))
     # An interactive run gives None for an empty string argument.
     endpoint = (config.get_property("server") or "").strip() or plugin_config.endpoint
-    with Client(endpoint, timeout=CLIENT_TIMEOUT) as client:
+    with client_module.Client(endpoint, timeout=CLIENT_TIMEOUT) as client:
         Gimp.progress_set_text(f"Connecting to the Brushwork daemon at {endpoint}")
-        logic.ensure_daemon(endpoint, plugin_config, lambda t: client.hello(timeout=t), NoDaemon)
+        ping = lambda t: client.hello(timeout=t)  # noqa: E731
+        logic.ensure_daemon(endpoint, plugin_config, ping, client_module.NoDaemon)
         Gimp.progress_set_text("Waiting for the daemon")
+        live = _LiveLayer(image, layer, box, content, logic.layer_name(style_name))
+        previews = logic.preview_options(settings.iterations, box.width, box.height)
         try:
-            result = client.stylize(content, [style], settings, on_event=_show_progress)
-        except DaemonError as e:
+            result = client.stylize(content, [style], settings, on_event=live.on_event, **previews)
+            live.finish(result.image)
+        except client_module.DaemonError as e:
+            live.remove()
             if e.code == OUT_OF_MEMORY:
                 raise BrushworkError(f"{e} (try a smaller size or a lower quality)") from None
             raise
-    Gimp.progress_set_text("Adding the result layer")
-    _add_result_layer(image, layer, box, result.image, logic.layer_name(style_name))
+        except BaseException:
+            live.remove()
+            raise
     Gimp.progress_end()
 
 
-def _show_progress(event):
-    if isinstance(event, ProgressReply):
-        Gimp.progress_update(event.iteration / max(1, event.total))
-        eta = f", about {event.eta:.0f} s left" if event.eta is not None else ""
-        Gimp.progress_set_text(f"Stylizing: iteration {event.iteration}/{event.total}{eta}")
-
-
 def _read_style(config, high_bit_depth):
-    """The style's pixels (flattened, no alpha) and its name; an open image wins over a file."""
+    """The style's pixels (flattened, no alpha) and its name: an open image wins over a
+    bundled painting, which wins over a file."""
     style_image = config.get_property("style-image")
     if style_image is not None:
         return _flattened_pixels(style_image.duplicate(), high_bit_depth), style_image.get_name()
-    style_file = config.get_property("style-file")
+    painting = config.get_property("painting")
+    if painting and painting != "none":
+        style_file = Gio.File.new_for_path(logic.painting_path(_HERE, painting))
+    else:
+        style_file = config.get_property("style-file")
     if style_file is None or style_file.get_path() is None:
-        raise BrushworkError("choose a style file or an open style image")
+        raise BrushworkError("choose a painting, a style file or an open style image")
     path = style_file.get_path()
     if not os.path.isfile(path):
         raise BrushworkError(f"the style file {path} does not exist")
@@ -247,40 +281,134 @@ def _read_pixels(drawable, box, high_bit_depth, alpha):
     return RawImage(box.width, box.height, channels, dtype, bytes(data))
 
 
-def _add_result_layer(image, source, box, result, name):
-    """The result as a new layer right above the source, masked by the selection: one undo step.
-
-    The daemon answers at the processing size; GIMP scales it back to the box it came from.
+class _LiveLayer:
+    """The result layer, there from the first progress event on: right above the source,
+    over the selection's box (masked by the selection), repainted from the daemon's previews
+    every REPAINT_INTERVAL s, and finally given the result. Everything happens in one undo
+    group: one Undo removes the result. A failed or cancelled job removes the layer again.
     """
-    layer_type = (
-        Gimp.ImageType.GRAYA_IMAGE
-        if image.get_base_type() == Gimp.ImageBaseType.GRAY
-        else Gimp.ImageType.RGBA_IMAGE
-    )
-    Gimp.context_push()
-    image.undo_group_start()
-    try:
-        layer = Gimp.Layer.new(
-            image, name, result.width, result.height, layer_type, 100.0, Gimp.LayerMode.NORMAL
+
+    def __init__(self, image, source, box, content, name):
+        self.image, self.source, self.box, self.content, self.name = (
+            image, source, box, content, name
+        )  # fmt: skip
+        self.layer = None
+        self.grouped = False  # an undo group is open
+        self.last_repaint = 0.0
+        self.record = os.environ.get(RECORD_ENV)
+
+    def on_event(self, event):
+        if self.layer is None:
+            self._create()
+        if isinstance(event, ProgressReply):
+            from brushwork.client import duration_text, progress_text
+
+            eta = f", about {duration_text(event.eta)} left" if event.eta is not None else ""
+            fraction = (
+                event.fraction if event.fraction is not None else event.iteration / event.total
+            )
+            Gimp.progress_update(fraction)
+            Gimp.progress_set_text(f"{progress_text(event)}{eta}")
+        elif (
+            isinstance(event, PreviewReply)
+            and time.monotonic() - self.last_repaint >= logic.REPAINT_INTERVAL
+        ):
+            self._repaint(event)
+
+    def _create(self):
+        image, box = self.image, self.box
+        kind = (
+            Gimp.ImageType.GRAYA_IMAGE
+            if image.get_base_type() == Gimp.ImageBaseType.GRAY
+            else Gimp.ImageType.RGBA_IMAGE
         )
-        image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
-        buffer = layer.get_buffer()
-        rect = Gegl.Rectangle.new(0, 0, result.width, result.height)
-        buffer.set(rect, logic.babl_format(result.dtype, result.channels), bytes(result.data))
-        buffer.flush()
-        if (result.width, result.height) != (box.width, box.height):
-            Gimp.context_set_interpolation(Gimp.InterpolationType.CUBIC)
-            layer.scale(box.width, box.height, False)
-        _, off_x, off_y = source.get_offsets()
+        image.undo_group_start()
+        self.grouped = True
+        self.layer = Gimp.Layer.new(
+            image, self.name, box.width, box.height, kind, 100.0, Gimp.LayerMode.NORMAL
+        )
+        image.insert_layer(
+            self.layer, self.source.get_parent(), image.get_item_position(self.source)
+        )
+        _, off_x, off_y = self.source.get_offsets()
         placed = box.moved(off_x, off_y)
-        layer.set_offsets(placed.x, placed.y)
+        self.layer.set_offsets(placed.x, placed.y)
         if not Gimp.Selection.is_empty(image):
-            layer.add_mask(layer.create_mask(Gimp.AddMaskType.SELECTION))
-        layer.update(0, 0, box.width, box.height)
-    finally:
-        image.undo_group_end()
+            self.layer.add_mask(self.layer.create_mask(Gimp.AddMaskType.SELECTION))
+        self._write(self.content)  # what the optimisation starts from
+
+    def _repaint(self, event):
+        box, content = self.box, self.content
+        rgb = _scaled(event.image, box.width, box.height, content.dtype)
+        data = rgb.data
+        if content.channels == 4:
+            data = logic.with_alpha(rgb.data, content.data, 1 if content.dtype == "u8" else 4)
+        self._write(RawImage(box.width, box.height, content.channels, content.dtype, data))
+        self.last_repaint = time.monotonic()
+        if self.record:
+            with open(self.record, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"iteration": event.iteration, "layer": self.name}) + "\n")
+
+    def finish(self, result):
+        """The daemon's result replaces the preview (scaled back to the box if needed)."""
+        if self.layer is None:
+            self._create()
+        if (result.width, result.height) != (self.box.width, self.box.height):
+            result = _scaled(result, self.box.width, self.box.height, result.dtype)
+        self._write(result)
+        self._close()
+
+    def remove(self):
+        if self.layer is not None:
+            self.image.remove_layer(self.layer)
+            self.layer = None
+            Gimp.displays_flush()
+        self._close()
+
+    def _close(self):
+        if self.grouped:
+            self.grouped = False
+            self.image.undo_group_end()
+
+    def _write(self, raw):
+        buffer = self.layer.get_buffer()
+        rect = Gegl.Rectangle.new(0, 0, raw.width, raw.height)
+        buffer.set(rect, logic.babl_format(raw.dtype, raw.channels), bytes(raw.data))
+        buffer.flush()
+        self.layer.update(0, 0, raw.width, raw.height)
+        Gimp.displays_flush()
+
+
+def _scaled(raw, width, height, dtype):
+    """`raw` scaled to width x height by GIMP (cubic), in `dtype`: a throw-away image does
+    it, so nothing lands in the user's undo history."""
+    precision = (
+        Gimp.Precision.U8_NON_LINEAR if raw.dtype == "u8" else Gimp.Precision.FLOAT_NON_LINEAR
+    )
+    scratch = Gimp.Image.new_with_precision(
+        raw.width, raw.height, Gimp.ImageBaseType.RGB, precision
+    )
+    try:
+        scratch.undo_disable()
+        kind = Gimp.ImageType.RGBA_IMAGE if raw.channels == 4 else Gimp.ImageType.RGB_IMAGE
+        layer = Gimp.Layer.new(
+            scratch, "scaled", raw.width, raw.height, kind, 100.0, Gimp.LayerMode.NORMAL
+        )
+        scratch.insert_layer(layer, None, 0)
+        buffer = layer.get_buffer()
+        rect = Gegl.Rectangle.new(0, 0, raw.width, raw.height)
+        buffer.set(rect, logic.babl_format(raw.dtype, raw.channels), bytes(raw.data))
+        buffer.flush()
+        Gimp.context_push()
+        Gimp.context_set_interpolation(Gimp.InterpolationType.CUBIC)
+        layer.scale(width, height, False)
         Gimp.context_pop()
-    Gimp.displays_flush()
+        rect = Gegl.Rectangle.new(0, 0, width, height)
+        fmt = logic.babl_format(dtype, raw.channels)
+        data = layer.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE)
+        return RawImage(width, height, raw.channels, dtype, bytes(data))
+    finally:
+        scratch.delete()
 
 
 Gimp.main(Brushwork.__gtype__, sys.argv)

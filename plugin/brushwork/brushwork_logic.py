@@ -22,9 +22,21 @@ from brushwork.protocol import DEFAULT_ENDPOINT
 from brushwork.settings import Settings
 
 CONFIG_NAME = "brushwork.json"  # written by install/install.sh beside the plug-in
-QUALITIES = ("preview", "normal", "high")
+QUALITIES = ("draft", "normal", "high")
 DEFAULT_STRENGTH = 50
 HELLO_TIMEOUT = 2.0  # seconds: a daemon on this machine answers hello in milliseconds
+STYLES_DIR = "styles"  # the bundled paintings, beside the plug-in
+# The bundled public-domain paintings (README, "Bundled paintings"): value, label, file.
+PAINTINGS = (
+    ("the-starry-night", "The Starry Night (Van Gogh, 1889)"),
+    ("the-scream", "The Scream (Munch, 1893)"),
+    ("the-shipwreck-of-the-minotaur", "The Shipwreck of the Minotaur (Turner, c. 1810)"),
+    ("composition-vii", "Composition VII (Kandinsky, 1913)"),
+    ("the-great-wave", "The Great Wave off Kanagawa (Hokusai, c. 1831)"),
+)
+PREVIEWS_PER_JOB = 40  # previews the daemon sends over a job; the canvas shows some of them
+REPAINT_INTERVAL = 1.5  # seconds between two repaints of the canvas
+MAX_PREVIEW_SIDE = 512  # px: the layer is repainted from a preview at most this large
 
 _DEFAULTS = Settings()
 
@@ -44,7 +56,7 @@ def style_weight(strength: float) -> float:
 def quality_steps(quality: str) -> tuple[int, int]:
     """(iterations, scales) of a quality; "normal" is the daemon's own default."""
     steps = {
-        "preview": (max(1, _DEFAULTS.iterations // 6), 1),
+        "draft": (max(1, _DEFAULTS.iterations // 6), 1),
         "normal": (_DEFAULTS.iterations, _DEFAULTS.scales),
         "high": (_DEFAULTS.iterations * 2, min(_DEFAULTS.scales + 1, 8)),
     }
@@ -115,6 +127,44 @@ def babl_format(dtype: str, channels: int) -> str:
     if channels not in models or dtype not in types:
         raise ValueError(f"no babl format for {channels} channels of {dtype}")
     return f"{models[channels]} {types[dtype]}"
+
+
+def painting_path(plugin_dir: str, painting: str) -> str:
+    """The file of a bundled painting."""
+    if painting not in dict(PAINTINGS):
+        raise ValueError(f"no bundled painting {painting!r}")
+    return os.path.join(plugin_dir, STYLES_DIR, f"{painting}.jpg")
+
+
+def preview_options(iterations: int, width: int, height: int) -> dict[str, int]:
+    """What to ask the daemon for: about PREVIEWS_PER_JOB previews, no larger than the box."""
+    return {
+        "preview_every": max(1, iterations // PREVIEWS_PER_JOB),
+        "preview_size": max(16, min(MAX_PREVIEW_SIDE, max(width, height))),
+    }
+
+
+def with_alpha(rgb: bytes, rgba: bytes, itemsize: int) -> bytes:
+    """RGB pixels with the alpha of another image of the same size (both interleaved, samples
+    of `itemsize` bytes): the canvas shows a preview with the layer's own transparency."""
+    out = bytearray(rgba)
+    for byte in range(3 * itemsize):  # slice assignment: C speed, no per-pixel Python
+        out[byte :: 4 * itemsize] = rgb[byte :: 3 * itemsize]
+    return bytes(out)
+
+
+def missing_module_message(error: ImportError, python: str, lib: str) -> str:
+    """One line: what the plug-in could not import and the exact command that fixes it."""
+    if (error.name or "").split(".")[0] == "zmq":
+        fix = shlex.join([python, "-m", "pip", "install", "--target", lib, "pyzmq>=25"])
+        return (
+            f"GIMP's Python ({python}) cannot import pyzmq ({error}); install it for GIMP "
+            f"with: {fix} (or run Brushwork's install/install.sh again)"
+        )
+    return (
+        f"the plug-in's files are incomplete ({error}); reinstall them with Brushwork's "
+        "install/install.sh --plugin-only"
+    )
 
 
 def style_label(path_or_name: str) -> str:
