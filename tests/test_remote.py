@@ -41,19 +41,18 @@ def test_remote_engine_returns_what_the_engine_returns(daemon):
 def test_a_set_cancel_token_cancels_the_remote_job(daemon):
     engine = remote.connect(args(daemon.endpoint))
     cancel = threading.Event()
-    jobs = []
+    job = "remote-cancel-" + str(id(cancel))  # the caller may choose the job id
 
     def progress(p) -> None:
-        jobs.append(p.job)
         if p.iteration == 2:
             cancel.set()
 
     image = np.zeros((40, 56, 3), np.uint8)
     with pytest.raises(DaemonError) as e:
-        engine.stylize(image, [image], ENDLESS, progress=progress, cancel=cancel)
+        engine.stylize(image, [image], ENDLESS, progress=progress, cancel=cancel, job=job)
     assert e.value.code == protocol.CANCELLED
     with daemon.client() as client:
-        wait_for_state(client, jobs[0], "cancelled")
+        wait_for_state(client, job, "cancelled")
     engine.close()
 
 
