@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,14 +46,19 @@ def test_info_json_lists_version_device_and_queue(daemon):
     info = json.loads(done.stdout)
     assert info["version"] == "0.1.0" and info["device"] == "cpu"
     assert info["limits"]["max_pixels"] == 10**6
-    assert {"id": job, "state": "running"}.items() <= next(
+    assert {"id": job, "state": "running", "worker": 0}.items() <= next(
         j for j in info["queue"] if j["id"] == job
     ).items()
     assert {j["state"] for j in info["queue"]} <= set(JOB_STATES)
+    [worker] = info["workers"]  # a daemon without --ray: one worker, in its own process
+    assert {"id": 0, "state": "busy", "job": job, "device": "cpu"}.items() <= worker.items()
+    assert worker["pid"] == daemon.process.pid and worker["jobs_done"] >= 0
 
     text = brushwork("info", "--server", daemon.endpoint)
     assert text.returncode == 0
     assert text.stdout.startswith(f"brushwork daemon 0.1.0 at {daemon.endpoint} (protocol 1)")
+    worker_line = rf"\nworkers  1\n  0   (idle|busy) .* pid {daemon.process.pid}, cpu"
+    assert re.search(worker_line, text.stdout), text.stdout
 
 
 def test_cancel_command_stops_a_running_job(daemon):

@@ -73,6 +73,7 @@ REPLIES = [
         weights="/w.pth",
         uptime=1.5,
         queue=[{"id": "a", "state": "queued"}],
+        workers=[{"id": 0, "state": "idle", "job": None}],
     ),
     AcceptedReply(ref="r", job="j", position=2),
     ProgressReply(job="j", iteration=3, total=10, losses={"total": 1.5, "tv": None}, elapsed=0.2),

@@ -19,6 +19,21 @@ from brushwork.protocol import ErrorReply, ResultReply, SubmitRequest
 Peer = tuple[int, bytes]  # (index of the ROUTER socket, routing id of the client)
 
 
+class Cancel:
+    """A job's cancel flag and why it was set; the engine checks is_set() every iteration."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self._event = threading.Event()
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
 @dataclass(eq=False)
 class Job:
     id: str
@@ -32,8 +47,8 @@ class Job:
     finished: float | None = None
     iteration: int = 0
     losses: dict[str, float | None] = field(default_factory=dict)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    cancel_reason: str = ""
+    cancel: Cancel = field(default_factory=Cancel)
+    worker: int | None = None  # the pool's worker that ran it
     outcome: ResultReply | ErrorReply | None = None  # results are dropped after a while
 
     def summary(self, position: int | None) -> dict:
@@ -47,6 +62,7 @@ class Job:
             "submitted": self.submitted,
             "started": self.started,
             "finished": self.finished,
+            "worker": self.worker,
             "error": self.outcome.message if isinstance(self.outcome, ErrorReply) else None,
         }
 

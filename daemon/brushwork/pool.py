@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -40,6 +42,8 @@ class Pool:
     def __init__(self, size: int) -> None:
         self.size = size
         self._threads: list[threading.Thread] = []
+        self._running: list[Job | None] = [None] * size
+        self._done = [0] * size
 
     def memory(self) -> tuple[int, int | None]:
         """(total, free) bytes of the memory one job can use; free None where unknown."""
@@ -53,6 +57,26 @@ class Pool:
 
     def _run(self, worker: int, job: Job, emit: Callable[[Message], None]) -> Outcome:
         raise NotImplementedError
+
+    def _describe(self, worker: int) -> dict[str, Any]:
+        """Where `worker` runs: node, pid, device, threads; {"state": "starting"} while it
+        is not ready."""
+        raise NotImplementedError
+
+    def workers(self) -> list[dict[str, Any]]:
+        """What `info` lists about each worker."""
+        listed = []
+        for worker, (job, done) in enumerate(zip(self._running, self._done, strict=True)):
+            listed.append(
+                {
+                    "id": worker,
+                    "state": "idle" if job is None else "busy",
+                    "job": None if job is None else job.id,
+                    "jobs_done": done,
+                    **self._describe(worker),
+                }
+            )
+        return listed
 
     def start(self, jobs: JobQueue, emit: Emit) -> None:
         """Start taking jobs; the threads end once `jobs` is closed and their job is done."""
@@ -72,9 +96,12 @@ class Pool:
 
     def _work(self, worker: int, jobs: JobQueue, emit: Emit) -> None:
         while (job := jobs.take()) is not None:
-            log.info("job %s running", job.id)
+            self._running[worker], job.worker = job, worker
+            log.info("job %s running on worker %d", job.id, worker)
             outcome = self._run(worker, job, lambda e, job=job: emit(job, e))
             job.finished = time.time()  # here, not on the socket thread: before the next starts
+            self._running[worker] = None
+            self._done[worker] += 1
             emit(job, outcome)
             jobs.done(job)
 
@@ -104,9 +131,18 @@ class LocalPool(Pool):
         self._engine = Engine(weights=path, device=str(self._device))
         self.weights = str(path)
 
+    def _describe(self, worker: int) -> dict[str, Any]:
+        return {
+            "node": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": self.device,
+            "threads": torch.get_num_threads(),
+        }
+
     def _run(self, worker: int, job: Job, emit: Callable[[Message], None]) -> Outcome:
-        assert self._engine is not None, "load() first"
-        return run_job(self._engine, job, emit)
+        assert self._engine is not None and job.request is not None, "load() first"
+        queued = (job.started or job.submitted) - job.submitted
+        return run_job(self._engine, job.request, emit, job.cancel, queued)
 
 
 def create(device: str = "auto", weights: str | os.PathLike[str] | None = None) -> Pool:

@@ -210,6 +210,7 @@ class InfoReply(HelloReply):
     weights: str
     uptime: float
     queue: list[dict[str, Any]]  # job summaries: id, state, position, iteration, total, ...
+    workers: list[dict[str, Any]] = field(default_factory=list)  # id, state, job, node, ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -574,6 +575,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "memory": _check_object,
     "uptime": _check_float,
     "queue": _check_objects,
+    "workers": _check_objects,
     "position": _count,
     "iteration": _count,
     "iterations": _count,

@@ -323,6 +323,7 @@ class Server:
             weights=self._pool.weights,
             uptime=time.time() - self._started,
             queue=[j.summary(self.queue.position(j)) for j in self.jobs.values()],
+            workers=self._pool.workers(),
         )
 
     def _status(self, job: Job) -> StatusReply:
@@ -410,13 +411,12 @@ class Server:
     def _cancel(self, job: Job, reason: str) -> None:
         if job.state in protocol.FINISHED_STATES:
             return
-        job.cancel_reason = reason
         if self.queue.remove(job):
             log.info("job %s %s while queued", job.id, reason)
             self._finish(job, job_error(job.id, protocol.CANCELLED, f"job {job.id} {reason}"))
         elif not job.cancel.is_set():
             log.info("job %s %s while running: stopping it", job.id, reason)
-            job.cancel.set()  # the worker sees it before the next iteration
+            job.cancel.set(reason)  # the worker sees it before the next iteration
 
     def _finish(self, job: Job, outcome: ResultReply | ErrorReply) -> None:
         job.state = (

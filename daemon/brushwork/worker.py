@@ -1,6 +1,7 @@
 """The daemon's worker side: run one job on the Engine and turn whatever happens into a reply.
 
-Runs on the worker thread; it never touches a socket, it only calls `emit` with messages.
+Runs on a worker's thread (pool.py) or in a Ray actor (ray_pool.py); it never touches a socket,
+it only calls `emit` with messages.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from brushwork import pixels, protocol
 from brushwork.engine import Cancelled, Engine, Progress, output_size
 from brushwork.errors import BrushworkError
-from brushwork.jobs import Job, job_error
+from brushwork.jobs import Cancel, job_error
 from brushwork.protocol import (
     ErrorReply,
     Message,
@@ -28,10 +29,16 @@ log = logging.getLogger("brushwork.server")
 GPU_PROGRESS_EVERY = 10
 
 
-def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> ResultReply | ErrorReply:
-    """Run one job on the engine; every failure becomes an ErrorReply (the worker lives)."""
-    request = job.request
-    assert request is not None
+def run_job(
+    engine: Engine,
+    request: SubmitRequest,
+    emit: Callable[[Message], None],
+    cancel: Cancel,
+    queued: float = 0.0,
+) -> ResultReply | ErrorReply:
+    """Run one job on the engine; every failure becomes an ErrorReply (the worker lives).
+    `queued`: seconds the job waited, for the result."""
+    job = request.job
     done = 0
 
     def on_progress(p: Progress) -> None:
@@ -39,7 +46,7 @@ def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> Result
         done = p.iteration
         emit(
             ProgressReply(
-                job=job.id,
+                job=job,
                 iteration=p.iteration,
                 total=p.total,
                 losses=_finite(p.losses),
@@ -55,7 +62,7 @@ def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> Result
         if p.preview is not None:
             emit(
                 PreviewReply(
-                    job=job.id,
+                    job=job,
                     iteration=p.iteration,
                     image=pixels.from_float(p.preview, "u8"),  # long side <= preview_size
                 )
@@ -74,34 +81,34 @@ def run_job(engine: Engine, job: Job, emit: Callable[[Message], None]) -> Result
             progress_every=GPU_PROGRESS_EVERY if engine.device.type == "cuda" else 1,
             preview_every=request.preview_every,
             preview_side=request.preview_size,
-            cancel=job.cancel,
+            cancel=cancel,
         )
         image = pixels.from_float(result.image, request.output_dtype or request.content.dtype)
     except Cancelled:
         return job_error(
-            job.id, protocol.CANCELLED, f"job {job.id} {job.cancel_reason} after {done} iterations"
+            job, protocol.CANCELLED, f"job {job} {cancel.reason} after {done} iterations"
         )
     except (torch.OutOfMemoryError, MemoryError) as e:
         return _out_of_memory(engine, request, e)
     except RuntimeError as e:
         if "can't allocate memory" in str(e) or "out of memory" in str(e):  # CPU allocator
             return _out_of_memory(engine, request, e)
-        log.exception("job %s failed", job.id)
-        return job_error(job.id, protocol.INTERNAL, f"job {job.id} failed: {one_line(e)}")
+        log.exception("job %s failed", job)
+        return job_error(job, protocol.INTERNAL, f"job {job} failed: {one_line(e)}")
     except ValueError as e:
-        return job_error(job.id, protocol.BAD_INPUT, one_line(e))
+        return job_error(job, protocol.BAD_INPUT, one_line(e))
     except BrushworkError as e:
-        return job_error(job.id, protocol.JOB_FAILED, one_line(e))
+        return job_error(job, protocol.JOB_FAILED, one_line(e))
     except Exception as e:
-        log.exception("job %s failed", job.id)
-        return job_error(job.id, protocol.INTERNAL, f"job {job.id} failed: {one_line(e)}")
+        log.exception("job %s failed", job)
+        return job_error(job, protocol.INTERNAL, f"job {job} failed: {one_line(e)}")
     return ResultReply(
-        job=job.id,
+        job=job,
         image=image,
         iterations=result.iterations,
         losses=_finite(result.losses),
         elapsed=result.elapsed,
-        queued=(job.started or job.submitted) - job.submitted,
+        queued=queued,
         settings=result.settings,
         device=result.device,
     )

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                     },
                     "uptime": info.uptime,
                     "queue": info.queue,
+                    "workers": info.workers,
                 },
                 indent=2,
             )
@@ -76,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         f"heartbeat timeout {info.heartbeat_timeout:g} s"
     )
     print(f"uptime   {info.uptime / 60:.0f} min")
+    print(f"workers  {len(info.workers)}")
+    for w in info.workers:
+        where = f"{w.get('node')} pid {w.get('pid')}, {w.get('device')}"
+        doing = f"job {w['job']}" if w.get("job") else ""
+        print(f"  {w['id']:<3} {w['state']:<8} {w['jobs_done']:>5} done  {where}  {doing}".rstrip())
     if not info.queue:
         print("queue    empty")
     for job in info.queue:
