@@ -164,14 +164,18 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms" if seconds < 0.01 else f"{seconds * 1e3:.1f} ms"
 
 
-def start_daemon(device: str) -> tuple[subprocess.Popen, str]:
+def start_daemon(
+    device: str, *options: str, timeout: float = 120.0
+) -> tuple[subprocess.Popen, str]:
+    """`brushwork serve` on a free loopback port with `options`; (process, endpoint) once it
+    answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     endpoint = f"tcp://127.0.0.1:{port}"
     command = [sys.executable, "-m", "brushwork", "serve", "--bind", endpoint, "--device", device]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    process = subprocess.Popen([*command, *options], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
     with Client(endpoint, timeout=0.5) as probe:
         while True:
             try:

@@ -77,7 +77,8 @@ def start_daemon(
 
     host: the address to bind (default 127.0.0.1; "0.0.0.0" needs CURVE keys, and clients
         then connect to 127.0.0.1); env: extra environment; memory_limit: RLIMIT_AS in
-        bytes; client_options: Client keyword arguments (server_key, client_key).
+        bytes; client_options: Client keyword arguments (server_key, client_key); timeout:
+        seconds it may take to answer.
     """
     started: list[Daemon] = []
 
@@ -87,6 +88,7 @@ def start_daemon(
         env: dict[str, str] | None = None,
         memory_limit: int | None = None,
         client_options: dict[str, Any] | None = None,
+        timeout: float = START_TIMEOUT,
     ) -> Daemon:
         folder = tmp_path_factory.mktemp("daemon")
         port = free_port()
@@ -105,7 +107,7 @@ def start_daemon(
         endpoint = f"tcp://127.0.0.1:{port}"
         daemon = Daemon(endpoint, process, log_file, output_file, client_options or {})
         started.append(daemon)
-        wait_until_answering(daemon)
+        wait_until_answering(daemon, timeout)
         return daemon
 
     yield start

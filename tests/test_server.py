@@ -9,8 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,21 +16,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brushwork import pixels, protocol
-from brushwork.client import Client, DaemonError, NoDaemon, new_job_id
+from brushwork.client import Client, DaemonError, NoDaemon
 from brushwork.protocol import ErrorReply, PreviewReply, ProgressReply, ResultReply
-from daemon_helpers import ENDLESS, TINY, header, noise, raw_exchange, wait_for_state
+from daemon_helpers import (
+    ENDLESS,
+    TINY,
+    cancel_a_running_job,
+    header,
+    kill_a_client_mid_job,
+    noise,
+    raw_exchange,
+    run_at_once,
+    start_endless,
+    wait_for_state,
+)
 from fixtures_daemon import free_port, serve_command
 
 pytestmark = pytest.mark.weights
-
-
-def start_endless(client: Client, **options) -> str:
-    """Submit a job that runs until cancelled; return once it has done two iterations."""
-    job = client.submit(noise(), [noise(32, 32)], ENDLESS, **options)
-    for event in client.events(job):
-        if isinstance(event, ProgressReply) and event.iteration >= 2:
-            return job
-    raise AssertionError("unreachable")
 
 
 def test_hello_and_info_describe_the_daemon(daemon):
@@ -71,48 +71,18 @@ def test_a_job_returns_its_result_in_the_content_dtype_with_alpha_and_previews(d
 
 
 def test_concurrent_clients_are_served_one_at_a_time_in_order(daemon):
-    jobs = [new_job_id() for _ in range(3)]
-    results: dict[str, ResultReply | BaseException] = {}
-
-    def run(job: str, delay: float) -> None:
-        time.sleep(delay)
-        with daemon.client() as client:
-            try:
-                results[job] = client.stylize(
-                    noise(seed=len(results)), [noise(32, 32)], TINY, job=job
-                )
-            except BaseException as e:
-                results[job] = e
-
-    threads = [threading.Thread(target=run, args=(j, 0.2 * i)) for i, j in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert all(isinstance(results.get(j), ResultReply) for j in jobs), results
-    with daemon.client() as client:
-        runs = {j["id"]: j for j in client.info().queue if j["id"] in jobs}
-    spans = sorted((runs[j]["started"], runs[j]["finished"], j) for j in jobs)
-    assert [s[2] for s in spans] == jobs  # first come, first served
+    runs = run_at_once(daemon.endpoint, TINY, 3, stagger=0.2)
+    spans = sorted((r["started"], r["finished"], r["id"]) for r in runs)
+    assert [s[2] for s in spans] == [r["id"] for r in runs]  # first come, first served
     for (_, end, _), (start, _, _) in itertools.pairwise(spans):
         assert start >= end  # never two at once
 
 
 def test_cancel_stops_a_running_job_within_an_iteration(daemon):
-    with daemon.client() as owner, daemon.client() as other:
-        job = start_endless(owner)
-        other.cancel(job)
-        late = []
-        with pytest.raises(DaemonError) as e:
-            for event in owner.events(job):
-                late.append(event)
-        assert e.value.code == protocol.CANCELLED
-        assert "cancelled by request" in str(e.value)
-        assert len(late) <= 2  # the iteration under way, and one racing the cancel
-        status = other.status(job)
-        assert status.state == "cancelled" and status.iteration < 10
-        # The worker is free again: a new job runs to the end.
-        assert owner.stylize(noise(), [noise(32, 32)], TINY).iterations == 4
+    error, late, status = cancel_a_running_job(daemon.endpoint)
+    assert error.code == protocol.CANCELLED and "cancelled by request" in error.message
+    assert len(late) <= 2  # the iteration under way, and one racing the cancel
+    assert status.state == "cancelled" and status.iteration < 10
 
 
 def test_cancel_of_a_queued_job_answers_its_owner_at_once(daemon):
@@ -127,34 +97,11 @@ def test_cancel_of_a_queued_job_answers_its_owner_at_once(daemon):
         wait_for_state(first, running, "cancelled")
 
 
-CLIENT_THAT_DIES = """
-import sys
-sys.path.insert(0, {tests!r})
-from daemon_helpers import ENDLESS, noise
-from brushwork.client import Client
-client = Client({endpoint!r})
-for event in client.events(client.submit(noise(), [noise(32, 32)], ENDLESS, job={job!r})):
-    print("running", flush=True)
-"""
-
-
 def test_a_killed_clients_job_is_cancelled_within_seconds(daemon):
-    job = new_job_id()
-    code = CLIENT_THAT_DIES.format(
-        tests=str(Path(__file__).parent), endpoint=daemon.endpoint, job=job
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "running\n"
-    proc.kill()  # what GIMP does to a plug-in whose progress bar is cancelled
-    proc.wait()
-    killed = time.monotonic()
-    with daemon.client() as client:
-        status = wait_for_state(client, job, "cancelled", timeout=10)
-        took = time.monotonic() - killed
-        # Heartbeat timeout 2 s, then a sweep (every 0.5 s) and one iteration; slack for CI.
-        assert took < 2.0 + 3.0
-        assert status.iteration < ENDLESS.iterations
-        error = next(j["error"] for j in client.info().queue if j["id"] == job)
+    took, status, error = kill_a_client_mid_job(daemon.endpoint)
+    # Heartbeat timeout 2 s, then a sweep (every 0.5 s) and one iteration; slack for CI.
+    assert took < 2.0 + 3.0
+    assert status.iteration < ENDLESS.iterations
     assert "client went away" in error
     assert "went away" in daemon.log_file.read_text()
 

@@ -113,6 +113,7 @@ _EXIT_CODES = {
     protocol.CANCELLED: EXIT_CANCELLED,
     protocol.OUT_OF_MEMORY: EXIT_OUT_OF_MEMORY,
     protocol.JOB_FAILED: EXIT_FAILED,
+    protocol.WORKER_LOST: EXIT_FAILED,
     protocol.INTERNAL: EXIT_FAILED,
 }
 

@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
+from brushwork import protocol
 from brushwork.engine import Engine, device_memory, pick_device
-from brushwork.jobs import Job, JobQueue
+from brushwork.errors import BrushworkError
+from brushwork.jobs import Job, JobQueue, job_error
 from brushwork.protocol import ErrorReply, Message, ResultReply
 from brushwork.weights import resolve_path
-from brushwork.worker import run_job
+from brushwork.worker import one_line, run_job
 
 log = logging.getLogger("brushwork.server")
 
@@ -59,8 +61,8 @@ class Pool:
         raise NotImplementedError
 
     def _describe(self, worker: int) -> dict[str, Any]:
-        """Where `worker` runs: node, pid, device, threads; {"state": "starting"} while it
-        is not ready."""
+        """Where `worker` runs: node, pid, device, threads; only a state of its own
+        ("starting", "lost") while it is not ready."""
         raise NotImplementedError
 
     def workers(self) -> list[dict[str, Any]]:
@@ -98,7 +100,12 @@ class Pool:
         while (job := jobs.take()) is not None:
             self._running[worker], job.worker = job, worker
             log.info("job %s running on worker %d", job.id, worker)
-            outcome = self._run(worker, job, lambda e, job=job: emit(job, e))
+            try:
+                outcome = self._run(worker, job, lambda e, job=job: emit(job, e))
+            except Exception as e:  # a bug here must not end the worker (nor, the last, serve)
+                log.exception("job %s failed on worker %d", job.id, worker)
+                message = f"job {job.id} failed: {one_line(e)}"
+                outcome = job_error(job.id, protocol.INTERNAL, message)
             job.finished = time.time()  # here, not on the socket thread: before the next starts
             self._running[worker] = None
             self._done[worker] += 1
@@ -145,6 +152,29 @@ class LocalPool(Pool):
         return run_job(self._engine, job.request, emit, job.cancel, queued)
 
 
-def create(device: str = "auto", weights: str | os.PathLike[str] | None = None) -> Pool:
-    """The pool `brushwork serve` asked for (not loaded yet)."""
-    return LocalPool(device, weights)
+def create(
+    device: str = "auto",
+    weights: str | os.PathLike[str] | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
+) -> Pool:
+    """The pool `brushwork serve` asked for: Ray actors on the cluster at `ray` ("auto": a
+    local one), `workers` of them (default: one per GPU, else one per node), else one
+    Engine in this process. Ray is imported only here, only when asked for."""
+    if ray is None:
+        return LocalPool(device, weights)
+    if ray == "auto":
+        # Ray's own switch for a one-machine cluster, read when Ray is imported (here, and in
+        # every Ray process, which inherit it): every Ray process binds loopback only.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        from brushwork.ray_pool import RayPool
+    except ModuleNotFoundError as e:
+        if e.name != "ray":
+            raise
+        raise BrushworkError(
+            '--ray needs Ray, an optional extra: pip install "brushwork[ray]"'
+        ) from None
+
+    return RayPool(ray, workers, device, weights)

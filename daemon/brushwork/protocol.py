@@ -51,6 +51,7 @@ EXPIRED = "expired"  # a resubmitted job finished long ago and its result is no 
 CANCELLED = "cancelled"  # by a cancel request, a vanished client or the daemon stopping
 OUT_OF_MEMORY = "out_of_memory"
 JOB_FAILED = "job_failed"  # the run itself failed (e.g. the optimisation diverged)
+WORKER_LOST = "worker_lost"  # the worker running the job died (a Ray actor or its node)
 SHUTTING_DOWN = "shutting_down"
 INTERNAL = "internal"  # a daemon bug; the message says what, the log has the traceback
 ERROR_CODES = (
@@ -67,6 +68,7 @@ ERROR_CODES = (
     CANCELLED,
     OUT_OF_MEMORY,
     JOB_FAILED,
+    WORKER_LOST,
     SHUTTING_DOWN,
     INTERNAL,
 )

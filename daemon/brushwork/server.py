@@ -105,26 +105,30 @@ def build(
     max_queue: int = 16,
     heartbeat_timeout: float = 5.0,
     keys_dir: Path | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
 ) -> tuple[Server, Pool]:
-    """Make the pool, bind (failing fast on a busy port or missing keys), then load the model."""
-    workers = pools.create(device, weights)
+    """Make the pool, bind (failing fast on a busy port or missing keys), then load the model.
+    A Ray pool starts its actors first: the pixel limit comes from their memory, and a
+    ZeroMQ listener takes its frame limit when it binds. `ray`, `workers`: see pool.create."""
+    pool = pools.create(device, weights, ray, workers)
     try:
         limits = Limits(
-            max_pixels=max_pixels or default_max_pixels(workers.memory()[0]),
+            max_pixels=max_pixels or default_max_pixels(pool.memory()[0]),
             max_queue=max_queue,
             heartbeat_timeout=heartbeat_timeout,
         )
         server = Server(binds, limits, keys_dir=keys_dir)
     except BaseException:
-        workers.close()
+        pool.close()
         raise
     try:
-        workers.load()
+        pool.load()
     except BaseException:
         server.close()
-        workers.close()
+        pool.close()
         raise
-    return server, workers
+    return server, pool
 
 
 class Server:

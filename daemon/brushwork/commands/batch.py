@@ -39,7 +39,6 @@ from brushwork.settings import Settings
 if TYPE_CHECKING:
     import numpy as np
 
-IN_FLIGHT = 2  # jobs handed to the daemon at once: the next one is queued while one runs
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".tga"}
 
 
@@ -155,8 +154,9 @@ def plan(inputs: list[str], out_dir: Path, suffix: str) -> list[Item]:
 
 
 class Batch:
-    """Keeps IN_FLIGHT jobs on the daemon, writes results as they come, collects failures,
-    and reports each image in input order (a later image may finish first).
+    """Keeps a job on each of the daemon's workers and one more queued (so a worker that
+    finishes starts the next at once), writes results as they come, collects failures, and
+    reports each image in input order (a later image may finish first).
 
     Files are read and written on a thread: decoding or encoding a large PNG can take longer
     than the daemon's heartbeat timeout, and the main thread must keep listening meanwhile
@@ -187,6 +187,7 @@ class Batch:
         self.finished: dict[int, str] = {}  # item index -> its line, until its turn comes
         self.order: deque[int] = deque()  # indices still to report, in input order
         self.shown_job: str | None = None
+        self.in_flight = max(1, len(client.info().workers)) + 1
 
     def run(self, todo: list[Item]) -> list[tuple[Item, str]]:
         from brushwork import images
@@ -200,10 +201,10 @@ class Batch:
             self.files = files
             try:
                 while waiting or running:
-                    for item in list(waiting)[:IN_FLIGHT]:  # read ahead
+                    for item in list(waiting)[: self.in_flight]:  # read ahead
                         if item.index not in loads:
                             loads[item.index] = files.submit(images.load, item.source)
-                    while waiting and len(running) < IN_FLIGHT:
+                    while waiting and len(running) < self.in_flight:
                         if running and not loads[waiting[0].index].done():
                             break  # listen to the running jobs while it loads
                         item = waiting.popleft()

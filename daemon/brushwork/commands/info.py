@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"uptime   {info.uptime / 60:.0f} min")
     print(f"workers  {len(info.workers)}")
     for w in info.workers:
-        where = f"{w.get('node')} pid {w.get('pid')}, {w.get('device')}"
+        where = f"{w['node']} pid {w['pid']}, {w['device']}" if w.get("pid") else ""
         doing = f"job {w['job']}" if w.get("job") else ""
         print(f"  {w['id']:<3} {w['state']:<8} {w['jobs_done']:>5} done  {where}  {doing}".rstrip())
     if not info.queue:

@@ -53,6 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="CURVE key folder from `brushwork keys generate` (default ~/.config/brushwork/keys)",
     )
+    scale = p.add_argument_group("scaling out (needs `pip install 'brushwork[ray]'`)")
+    scale.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the jobs on Ray actors: `auto` starts a private Ray instance on this machine "
+        "(loopback only), an address (host:6379) joins a running cluster",
+    )
+    scale.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="Ray actors, one job each at a time (default: one per GPU of the cluster, else "
+        "one per node)",
+    )
     p.add_argument(
         "--log-file",
         type=Path,
@@ -70,11 +84,15 @@ def run(args: argparse.Namespace) -> int:
         raise BrushworkError("--max-queue must be at least 1 and --heartbeat-timeout above 0")
     if args.max_pixels is not None and args.max_pixels < 1:
         raise BrushworkError("--max-pixels must be at least 1")
+    if args.workers is not None and (args.ray is None or args.workers < 1):
+        raise BrushworkError(
+            f"--workers {args.workers}: give --ray too, and at least 1 (without Ray the daemon "
+            "has one worker)"
+        )
     log_file = _configure_logging(args.log_file or xdg.state_dir() / "daemon.log")
     logging.getLogger("brushwork.server").info("log file %s", log_file)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())  # serve() notices within 0.1 s
+    _stop_on_signals(stop)
     server, pool = build(
         args.bind or [DEFAULT_ENDPOINT],
         args.device,
@@ -83,13 +101,21 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         heartbeat_timeout=args.heartbeat_timeout,
         keys_dir=args.keys,
+        ray=args.ray,
+        workers=args.workers,
     )
+    _stop_on_signals(stop)  # again: ray.init installs a SIGTERM handler that kills the process
     try:
         server.serve(pool, stop)
     finally:
         server.close()
         pool.close()
     return 0
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())  # serve() notices within 0.1 s
 
 
 def _configure_logging(path: Path) -> Path:
