@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from brushwork import cli, server
 from brushwork.client import Client, DaemonError
 from brushwork.protocol import DEFAULT_ENDPOINT, JOB_STATES
 from daemon_helpers import ENDLESS, noise
@@ -135,3 +136,11 @@ def test_the_plugins_copies_of_the_client_work_without_numpy_or_torch(daemon, tm
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "RawImage(width=40, height=29, channels=4, dtype='f32') 18560\n"
+
+
+def test_serve_help_gives_the_pixel_limit_the_daemon_applies(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"memory / {server.BYTES_PER_PIXEL} B" in text
+    assert f"at most {server.MAX_PIXELS_CAP / 1e6:.0f} Mpx" in text

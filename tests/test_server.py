@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brushwork import pixels, protocol
-from brushwork.client import Client, DaemonError, NoDaemon
+from brushwork.client import HEARTBEAT_INTERVAL, Client, DaemonError, NoDaemon, new_job_id
 from brushwork.protocol import ErrorReply, PreviewReply, ProgressReply, ResultReply
 from daemon_helpers import (
     ENDLESS,
@@ -93,6 +94,33 @@ def test_cancel_of_a_queued_job_answers_its_owner_at_once(daemon):
         assert first.cancel(queued).state == "cancelled"
         with pytest.raises(DaemonError, match="cancelled"):
             list(second.events(queued))
+        first.cancel(running)
+        wait_for_state(first, running, "cancelled")
+
+
+def test_a_set_cancel_event_gives_up_on_a_silent_queued_job_and_cancels_it(daemon):
+    """What the plug-in's Cancel button does: the daemon says nothing about a queued job,
+    yet stylize() notices the event within a heartbeat interval and cancels the job."""
+    with daemon.client() as first, daemon.client() as second:
+        running = start_endless(first)
+        cancel = threading.Event()
+        job = new_job_id()
+        timer = threading.Timer(0.5, cancel.set)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(DaemonError, match="cancelled") as e:
+            second.stylize(noise(), [noise(32, 32)], TINY, cancel=cancel, job=job)
+        took = time.monotonic() - started
+        assert e.value.job is None  # given up here, not ended by the daemon
+        assert took < 0.5 + HEARTBEAT_INTERVAL + 1.0
+        status = wait_for_state(second, job, "cancelled")
+        assert status.iteration == 0
+        # Set before the submit: nothing is sent.
+        with pytest.raises(DaemonError, match="cancelled"):
+            second.stylize(noise(), [noise(32, 32)], TINY, cancel=cancel, job=job + "-2")
+        with pytest.raises(DaemonError) as unknown:
+            second.status(job + "-2")
+        assert unknown.value.code == protocol.UNKNOWN_JOB
         first.cancel(running)
         wait_for_state(first, running, "cancelled")
 

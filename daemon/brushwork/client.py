@@ -42,6 +42,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
+from threading import Event
 
 import zmq
 
@@ -140,6 +141,17 @@ def progress_text(event: ProgressReply) -> str:
         return f"Step {event.iteration} of {event.total}"
     where = f"Scale {event.level} of {event.levels}, " if event.levels and event.levels > 1 else ""
     return f"{where}step {event.step} of {event.steps}".capitalize()
+
+
+def eta_text(event: ProgressReply) -> str:
+    """The estimate as ", about 30 s left", or nothing before there is one."""
+    return f", about {duration_text(event.eta)} left" if event.eta is not None else ""
+
+
+def work_done(event: ProgressReply) -> float:
+    """Share of the job's work done (0..1), each step weighted by its pixels; a daemon older
+    than `fraction` gives only the step count."""
+    return event.fraction if event.fraction is not None else event.iteration / max(1, event.total)
 
 
 def duration_text(seconds: float) -> str:
@@ -272,16 +284,21 @@ class Client:
 
     # --- Waiting on jobs --------------------------------------------------------------------
 
-    def next_event(self, jobs: Collection[str]) -> JobEvent:
+    def next_event(self, jobs: Collection[str], cancel: Event | None = None) -> JobEvent:
         """The next event of any of `jobs` (errors returned, not raised). Sends heartbeats.
 
-        For clients that run several jobs at once (batch); most callers want events().
+        A set `cancel` (anything with is_set(), checked at least every HEARTBEAT_INTERVAL s
+        even while the daemon sends nothing) raises DaemonError "cancelled" without a job:
+        the caller has given up and cancels (stylize() does). For clients that run several
+        jobs at once (batch); most callers want events().
         """
         for job in jobs:
             if self._events.get(job):
                 return self._ended(self._events[job].popleft())
         since = time.monotonic()
         while True:
+            if cancel is not None and cancel.is_set():
+                raise DaemonError(protocol.CANCELLED, "cancelled")
             self._heartbeat(jobs, since)
             message = self._receive(min(HEARTBEAT_INTERVAL, self.timeout))
             if message is None or message.ref is not None:  # a late reply to a timed-out call
@@ -303,13 +320,16 @@ class Client:
             if job in self._events:  # another job of ours: keep it for later
                 self._events[job].append(message)
 
-    def events(self, job: str) -> Iterator[ProgressReply | PreviewReply | ResultReply]:
+    def events(
+        self, job: str, cancel: Event | None = None
+    ) -> Iterator[ProgressReply | PreviewReply | ResultReply]:
         """Progress and previews of `job`, ending with its ResultReply.
 
-        Raises DaemonError when the job fails or is cancelled (code "cancelled").
+        Raises DaemonError when the job fails or is cancelled (code "cancelled"), and when
+        `cancel` is set (see next_event).
         """
         while True:
-            event = self.next_event((job,))
+            event = self.next_event((job,), cancel)
             if isinstance(event, ErrorReply):
                 raise DaemonError(event.code, event.message, job)
             yield event
@@ -317,10 +337,13 @@ class Client:
                 return
 
     def wait(
-        self, job: str, on_event: Callable[[ProgressReply | PreviewReply], None] | None = None
+        self,
+        job: str,
+        on_event: Callable[[ProgressReply | PreviewReply], None] | None = None,
+        cancel: Event | None = None,
     ) -> ResultReply:
         """Block until `job` ends; its progress and previews go to `on_event`."""
-        for event in self.events(job):
+        for event in self.events(job, cancel):
             if isinstance(event, ResultReply):
                 return event
             if on_event is not None:
@@ -334,13 +357,17 @@ class Client:
         settings: Settings,
         *,
         on_event: Callable[[ProgressReply | PreviewReply], None] | None = None,
+        cancel: Event | None = None,
         **submit_options,
     ) -> ResultReply:
         """submit() + wait(). An exception while waiting (Ctrl-C, one raised by `on_event`, a
-        lost daemon) cancels the job; a DaemonError about the job itself means it has ended."""
+        lost daemon, a set `cancel`) cancels the job; a DaemonError about the job itself means
+        it has ended. A `cancel` set before the submit submits nothing."""
+        if cancel is not None and cancel.is_set():
+            raise DaemonError(protocol.CANCELLED, "cancelled")
         job = self.submit(content, styles, settings, **submit_options)
         try:
-            return self.wait(job, on_event)
+            return self.wait(job, on_event, cancel)
         except BaseException as e:
             if not (isinstance(e, DaemonError) and e.job == job):
                 self._send(CancelRequest(job=job))  # no wait for the reply: we are leaving

@@ -16,10 +16,10 @@ from brushwork.client import (
     ENV_SERVER,
     ENV_SERVER_KEY,
     Client,
-    DaemonError,
     NoDaemon,
+    work_done,
 )
-from brushwork.protocol import CANCELLED, DEFAULT_ENDPOINT, PreviewReply, ProgressReply
+from brushwork.protocol import DEFAULT_ENDPOINT, PreviewReply, ProgressReply
 from brushwork.settings import Settings
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ class RemoteEngine:
             settings,
             init=pixels.from_array(init_image) if init_image is not None else None,
             output_dtype="f32",  # the same float image as in-process; the caller quantizes
-            on_event=self._progress(progress, cancel),
+            on_event=self._progress(progress),
+            cancel=cancel,
             preview_every=preview_every,
             preview_size=preview_side,
             job=job,
@@ -116,17 +117,10 @@ class RemoteEngine:
             device=result.device,
         )
 
-    def _progress(
-        self,
-        progress: Callable[[Progress], None] | None,
-        cancel: CancelToken | None,
-    ) -> Callable[[object], None]:
+    def _progress(self, progress: Callable[[Progress], None] | None) -> Callable[[object], None]:
         last: list[ProgressReply] = []  # the latest progress, which a preview belongs to
 
         def on_event(event: object) -> None:
-            if cancel is not None and cancel.is_set():
-                # Not the job's own end, so client.stylize sends the daemon a cancel.
-                raise DaemonError(CANCELLED, "cancelled")
             if progress is None:
                 return
             if isinstance(event, ProgressReply):
@@ -156,6 +150,6 @@ def _as_progress(event: ProgressReply, preview: np.ndarray | None = None) -> Pro
         levels=event.levels or 1,
         step=event.step or event.iteration,
         steps=event.steps or event.total,
-        fraction=event.fraction if event.fraction is not None else event.iteration / event.total,
+        fraction=work_done(event),
         preview=preview,
     )

@@ -4,29 +4,27 @@ it takes the engine's Progress and the daemon's ProgressReply alike."""
 
 from __future__ import annotations
 
+import time
 from typing import IO
 
 from tqdm import tqdm
 
-from brushwork.client import duration_text, progress_text
+from brushwork.client import duration_text, eta_text, progress_text, work_done
 from brushwork.protocol import ProgressReply
 
 DEFAULT_PRINT_EVERY = 10  # steps between plain lines when not on a terminal
 _TICKS = 1000  # the bar's resolution
 
 
-def fraction(p: ProgressReply) -> float:
-    """Share of the work done; a daemon older than `fraction` gives only the step count.
-    (`p` may also be the engine's Progress: the same fields.)"""
-    return p.fraction if p.fraction is not None else p.iteration / max(1, p.total)
-
-
 def summary(p: ProgressReply) -> str:
-    """ "Scale 2 of 3, step 40 of 67: 31 %, loss 12.5, 20 s, about 44 s left"."""
-    eta = f", about {duration_text(p.eta)} left" if p.eta is not None else ""
+    """ "Scale 2 of 3, step 40 of 67: 31 %, loss 12.5, 20 s, about 44 s left".
+    (`p` may also be the engine's Progress: the same fields.)"""
     loss = p.losses.get("total")
     loss_text = f", loss {loss:.4g}" if loss is not None else ""
-    return f"{progress_text(p)}: {fraction(p):.0%}{loss_text}, {duration_text(p.elapsed)}{eta}"
+    return (
+        f"{progress_text(p)}: {work_done(p):.0%}{loss_text}, {duration_text(p.elapsed)}"
+        f"{eta_text(p)}"
+    )
 
 
 class ProgressDisplay:
@@ -50,12 +48,15 @@ class ProgressDisplay:
             else None
         )
         self.prefix, self.base, self.share = "", 0.0, 1.0
+        self.batch_start: float | None = None  # a batch of several jobs began then
         self._printed = 0  # print_every intervals already printed
         self._last = 0  # the last iteration shown: a preview repeats its progress
 
     def job(self, prefix: str, done: int, count: int) -> None:
         """The next events belong to a job after `done` of `count`; lines start with prefix."""
         self.prefix, self.base, self.share = prefix, done / count, 1 / count
+        if count > 1 and self.batch_start is None:
+            self.batch_start = time.monotonic()
         self._printed = self._last = 0
 
     def __call__(self, p: ProgressReply) -> None:
@@ -63,11 +64,21 @@ class ProgressDisplay:
             return
         self._last = p.iteration
         if self.bar is not None:
-            self.bar.set_description_str(self.prefix + summary(p), refresh=False)
-            self.bar.update(round(_TICKS * (self.base + self.share * fraction(p))) - self.bar.n)
+            done = self.base + self.share * work_done(p)
+            self.bar.set_description_str(
+                self.prefix + summary(p) + self._batch_left(done), refresh=False
+            )
+            self.bar.update(round(_TICKS * done) - self.bar.n)
         elif self.every and (p.iteration // self.every > self._printed or p.iteration == p.total):
             self._printed = p.iteration // self.every
             self.write(f"{self.prefix}{summary(p)}")
+
+    def _batch_left(self, done: float) -> str:
+        """The whole batch's time left, from its share done (images of equal cost)."""
+        if self.batch_start is None or done <= 0:
+            return ""
+        elapsed = time.monotonic() - self.batch_start
+        return f"; batch: about {duration_text(elapsed * (1 - done) / done)} left"
 
     def write(self, text: str) -> None:
         """A message that does not tear the bar."""

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from brushwork import xdg
+from brushwork import curve, xdg
 from brushwork.protocol import DEFAULT_ENDPOINT
 
 
@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-pixels",
         type=int,
         metavar="N",
-        help="largest image (and output) in pixels (default: device memory / 1 KiB)",
+        help="largest image (and output) in pixels (default: the device's memory / 256 B, "
+        "at most 268 Mpx)",
     )
     p.add_argument(
         "--max-queue", type=int, default=16, metavar="N", help="jobs waiting (default %(default)s)"
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--keys",
         type=Path,
         metavar="DIR",
-        help="CURVE key folder from `brushwork keys generate` (default ~/.config/brushwork/keys)",
+        help=f"CURVE key folder from `brushwork keys generate` (default {curve.default_dir()})",
     )
     scale = p.add_argument_group("scaling out (needs `pip install 'brushwork[ray]'`)")
     scale.add_argument(

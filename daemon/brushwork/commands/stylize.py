@@ -18,44 +18,35 @@ _DEFAULTS = Settings()
 _FIELDS = "|".join(f.name for f in dataclasses.fields(Settings))
 
 
+# The options that set one Settings field of the same name each: flag, type, what it does.
+_SETTING_FLAGS = (
+    ("--size", int, "long side of the output in px; 0 = content's size"),
+    ("--iterations", int, "optimizer steps over all scales"),
+    ("--style-weight", float, "how strongly the style shows; x10 is a big step"),
+    ("--content-weight", float, "how much of the content's structure stays"),
+    ("--tv-weight", float, "total variation: smooths pixel noise"),
+    ("--style-scale", float, "style image size relative to the output; larger = bigger strokes"),
+    ("--scales", int, "coarse-to-fine levels, each twice the size of the one before"),
+)
+
+
+def _field(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """The stylization options, shared by `stylize` and `batch`."""
     d = _DEFAULTS
     g = parser.add_argument_group("stylization")
-    g.add_argument(
-        "--size",
-        type=int,
-        default=d.size,
-        help="long side of the output in px; 0 = content's size (default %(default)s)",
-    )
-    g.add_argument(
-        "--iterations",
-        type=int,
-        default=d.iterations,
-        help="optimizer steps over all scales (default %(default)s)",
-    )
-    g.add_argument("--style-weight", type=float, default=d.style_weight, help="default %(default)g")
-    g.add_argument(
-        "--content-weight", type=float, default=d.content_weight, help="default %(default)g"
-    )
-    g.add_argument(
-        "--tv-weight",
-        type=float,
-        default=d.tv_weight,
-        help="total-variation weight (default %(default)g)",
-    )
+    for flag, kind, text in _SETTING_FLAGS:
+        default = getattr(d, _field(flag))
+        g.add_argument(flag, type=kind, default=default, help=f"{text} (default %(default)g)")
     g.add_argument(
         "--style-blend",
         type=_floats,
         default=(),
         metavar="W,W,...",
         help="blend weight per style image (default: equal)",
-    )
-    g.add_argument(
-        "--style-scale",
-        type=float,
-        default=d.style_scale,
-        help="style image size relative to the output (default %(default)g)",
     )
     g.add_argument(
         "--preserve-colors",
@@ -72,9 +63,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="default %(default)s"
-    )
-    g.add_argument(
-        "--scales", type=int, default=d.scales, help="coarse-to-fine levels (default %(default)s)"
     )
     g.add_argument(
         "--seed",
@@ -95,19 +83,14 @@ def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
     """Settings from the parsed options; a bad value is a one-line BadInput naming the flag."""
     if args.seed < -1:
         raise BadInput(f"--seed must be -1 (random) or a number >= 0, got {args.seed}")
+    same = {_field(flag): getattr(args, _field(flag)) for flag, _, _ in _SETTING_FLAGS}
     try:
         settings = Settings(
-            size=args.size,
-            iterations=args.iterations,
-            style_weight=args.style_weight,
-            content_weight=args.content_weight,
-            tv_weight=args.tv_weight,
+            **same,
             style_blend=args.style_blend,
-            style_scale=args.style_scale,
             preserve_colors=args.preserve_colors,
             init=args.init if args.init in INITS[:2] else "image",
             optimizer=args.optimizer,
-            scales=args.scales,
             seed=None if args.seed == -1 else args.seed,
             tile=args.tile,
         )
