@@ -226,6 +226,7 @@ def run_case(case):
     started = time.monotonic()
     result = proc.run(cfg)
     seconds = time.monotonic() - started
+    ended = time.time()  # the wall clock, shared with the test's helpers
     status = result.index(0)
     message = result.index(1) if result.length() > 1 else None
     layers = image.get_layers()
@@ -233,6 +234,7 @@ def run_case(case):
         "status": status.value_nick,
         "message": message if status != Gimp.PDBStatusType.SUCCESS else None,
         "seconds": seconds,
+        "ended": ended,
         "layers": [layer.get_name() for layer in layers],
         "source_position": image.get_item_position(source),
         "before": before,
@@ -400,47 +402,70 @@ def _run_cases(gimp: GimpSession, tag: str, cases: list[dict], display: str = ""
 
 
 @pytest.fixture(scope="module")
-def dialog_session(gimp) -> dict:
-    """The interactive run: GIMP's dialog on a virtual X display, its OK pressed by xdotool.
+def dialog_session(gimp, daemon) -> dict:
+    """The interactive runs: GIMP's dialog on a virtual X display, its OK pressed by
+    xdotool; then the progress window's Cancel pressed once the canvas has been repainted.
 
-    The dialog opens with the values GIMP remembered from the last run (seeded here as a
+    Each dialog opens with the values GIMP remembered from the last run (seeded here as a
     last-values file, as a previous OK would have left it).
     """
-    last_values = (
-        f'(style-file "file://{gimp.inside(gimp.work / "style.png")}")\n'
-        "(strength 80)\n"
-        '(quality "draft")\n'
-        "(seed 0)\n"
-    )
-    case = {
-        "name": "dialog",
-        "content": gimp.inside(gimp.work / "content.png"),
-        "interactive": True,
-        "last_values": last_values,
-        "args": {},
-    }
+    style = f'(style-file "file://{gimp.inside(gimp.work / "style.png")}")\n'
+    content = gimp.inside(gimp.work / "content.png")
+    cases = [
+        {
+            "name": "dialog",
+            "content": content,
+            "interactive": True,
+            "last_values": f'{style}(strength 80)\n(quality "draft")\n(seed 0)\n',
+            "args": {},
+        },
+        {  # Normal quality: long enough to be repainted, then cancelled
+            "name": "cancel_button",
+            "content": content,
+            "interactive": True,
+            "last_values": f'{style}(quality "normal")\n(seed 0)\n',
+            "args": {},
+        },
+    ]
+    repaints = gimp.inside(gimp.out / "repaints.jsonl")
     with VirtualDisplay(gimp) as display:
         presser = subprocess.Popen(
-            gimp.command("timeout", "120", "sh", "-c", PRESS_OK, display=display),
+            gimp.command("timeout", "300", "sh", "-c", PRESS.replace("REPAINTS", repaints),
+                         display=display),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )
+        )  # fmt: skip
         try:
-            report = _run_cases(gimp, "dialog", [case], display)
+            report = _run_cases(gimp, "dialog", cases, display)
         finally:
             presser.kill()
             pressed = presser.communicate()[0]
-    assert "pressed OK" in pressed, f"no dialog to press OK in: {pressed}"
-    return report["dialog"]
+    assert pressed.count("pressed OK") == 2, f"no dialog to press OK in: {pressed}"
+    assert "pressed Cancel at" in pressed, f"no progress window to cancel: {pressed}"
+    report["cancel_button"]["pressed"] = float(pressed.split("pressed Cancel at")[1].split()[0])
+    with daemon.client() as client:
+        report["cancel_button"]["jobs"] = client.info().queue
+    return report
 
 
-# Waits for the plug-in's dialog, focuses it (no window manager here) and presses Alt+O (OK).
-PRESS_OK = (
-    'w=$(xdotool search --sync --name "^Neural Style Transfer$" | head -n1) && '
-    'xdotool windowfocus --sync "$w" && sleep 1 && xdotool key --clearmodifiers alt+o && '
-    "echo pressed OK"
-)
+# No window manager here: each window is focused by hand. Twice: wait for the plug-in's
+# dialog and press Alt+O (OK). The second run is then cancelled from its progress window
+# (Alt+C) once the canvas has been repainted from a preview (a line more in REPAINTS).
+PRESS = """
+ok() {
+    w=$(xdotool search --sync --name "^Neural Style Transfer$" | head -n1) &&
+    xdotool windowfocus --sync "$w" && sleep 1 && xdotool key --clearmodifiers alt+o &&
+    echo pressed OK &&
+    while xdotool search --name "^Neural Style Transfer$" >/dev/null; do sleep 0.2; done
+}
+lines() { cat REPAINTS 2>/dev/null | wc -l; }
+ok && ok && before=$(lines) &&
+w=$(xdotool search --sync --name "^Neural Style Transfer: painting$" | head -n1) &&
+while [ "$(lines)" -le "$before" ]; do sleep 0.2; done &&
+xdotool windowfocus --sync "$w" && xdotool key --clearmodifiers alt+c &&
+echo "pressed Cancel at $(date +%s.%N)"
+"""
 
 
 class VirtualDisplay:
@@ -563,7 +588,7 @@ def test_failures_are_one_clear_message_and_change_nothing(session, name, expect
 
 
 def test_dialog_opens_with_the_last_values_and_ok_runs_the_filter(dialog_session):
-    case = dialog_session
+    case = dialog_session["dialog"]
     assert case["status"] == "success", case["message"]
     assert case["layers"] == ["style style", "Background"]  # the remembered style file
     _assert_source_untouched(case)
@@ -636,3 +661,18 @@ def test_without_pyzmq_the_filter_is_listed_and_says_how_to_install_it(gimp_root
     assert "cannot import pyzmq" in message and "-m pip install --target" in message
     assert f"{bare.inside(bare.plugin)}/lib" in message and "\n" not in message
     assert report["layers"] == ["Background"]
+
+
+def test_cancel_in_the_progress_window_stops_the_job_and_removes_the_layer(dialog_session):
+    """The plug-in's own progress window (GIMP's progress bar would kill the plug-in): its
+    Cancel, pressed while the layer shows a preview, removes the layer and cancels the job."""
+    case = dialog_session["cancel_button"]
+    assert case["status"] == "cancel", case["message"]
+    assert case["repaints"], "cancelled before the canvas was repainted"
+    assert case["new"] is None and case["layers"] == ["Background"]
+    _assert_source_untouched(case)
+    took = case["ended"] - case["pressed"]
+    print(f"gimp e2e: cancel_button: the plug-in returned {took:.2f} s after Cancel")
+    assert took < 5  # the job is left at once; the daemon is told, not waited for
+    job = next(job for job in case["jobs"] if job["id"] == case["repaints"][-1]["job"])
+    assert job["state"] == "cancelled" and "cancelled by request" in job["error"]

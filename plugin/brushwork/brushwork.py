@@ -3,14 +3,19 @@
 
 Sends the active layer (the selection's box of it) to the Brushwork daemon and puts the
 stylized result in a new layer above it, repainted from the daemon's previews while the job
-runs. Imports only the standard library, GIMP's GI modules and the shipped `brushwork` client
+runs; from GIMP's UI a progress window of its own shows where the job is and cancels it.
+The daemon is talked to on a thread of its own; every GIMP call stays on the main thread.
+Imports only the standard library, GIMP's GI modules and the shipped `brushwork` client
 package (pyzmq, imported when the filter runs: a GIMP without pyzmq still lists the filter,
 and running it says how to install pyzmq); decisions live in brushwork_logic.py.
 """
 
+import functools
 import json
 import os
+import queue
 import sys
+import threading
 import time
 import traceback
 
@@ -27,12 +32,20 @@ from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
 
 import brushwork_logic as logic  # noqa: E402
 from brushwork.errors import BrushworkError  # noqa: E402
-from brushwork.protocol import OUT_OF_MEMORY, PreviewReply, ProgressReply, RawImage  # noqa: E402
+from brushwork.protocol import (  # noqa: E402
+    CANCELLED,
+    OUT_OF_MEMORY,
+    PreviewReply,
+    ProgressReply,
+    RawImage,
+)
 from brushwork.settings import PRESERVE_COLORS  # noqa: E402
 
 PROCEDURE = "python-fu-brushwork-style"
 CLIENT_TIMEOUT = 30.0  # seconds of daemon silence before giving up (it heartbeats every 1 s)
 RECORD_ENV = "BRUSHWORK_RECORD_REPAINTS"  # a file to log each canvas repaint in (tests)
+PROGRESS_TITLE = "Neural Style Transfer: painting"  # the plug-in's own progress window
+PUMP_INTERVAL = 0.05  # seconds: how often the progress window handles its events
 _RW = GObject.ParamFlags.READWRITE
 # Every argument but style-image, in dialog order (see _dialog).
 DIALOG_ARGUMENTS = [
@@ -117,19 +130,24 @@ class Brushwork(Gimp.PlugIn):
         )
         proc.add_string_argument(
             "server", "Ser_ver (advanced; empty = this computer)",
-            "Daemon endpoint (HOST:PORT); empty = the one the installer configured", "", _RW,
+            "Another computer's Brushwork server as HOST:PORT; empty = the one on this computer",
+            "", _RW,
         )  # fmt: skip
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, data):
+        cancelled = procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         if run_mode == Gimp.RunMode.INTERACTIVE and not _dialog(procedure, config):
-            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+            return cancelled
         try:
             if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
                 raise BrushworkError("select exactly one layer (not a mask or a channel)")
             if drawables[0].is_group():
                 raise BrushworkError("the active layer is a layer group; select a pixel layer")
-            _stylize(image, drawables[0], config)
+            # From GIMP's UI (the dialog, or Repeat) the run gets our own progress window.
+            _stylize(image, drawables[0], config, window=run_mode != Gimp.RunMode.NONINTERACTIVE)
+        except _Cancelled:
+            return cancelled
         except (BrushworkError, ValueError) as e:
             return _failure(procedure, str(e))
         except GLib.Error as e:
@@ -146,11 +164,7 @@ def _dialog(procedure, config):
     GIMP 3.0's dialog has no widget for image arguments, so an image combo box stands in
     for style-image.
     """
-    gi.require_version("GimpUi", "3.0")
-    gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi, Gtk
-
-    GimpUi.init("brushwork")
+    GimpUi, Gtk = _gimp_ui()
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "Neural Style Transfer")
     dialog.fill(list(DIALOG_ARGUMENTS))
     use_image = Gtk.CheckButton.new_with_mnemonic("Use an open _image as the style instead:")
@@ -180,6 +194,17 @@ def _dialog(procedure, config):
     return ok
 
 
+@functools.cache
+def _gimp_ui():
+    """GimpUi and Gtk, initialised once: only runs from GIMP's UI load them."""
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
+
+    GimpUi.init("brushwork")
+    return GimpUi, Gtk
+
+
 def _failure(procedure, message):
     """One clear message: GIMP shows it in interactive runs and returns it to callers."""
     text = f"Neural style transfer: {message}"
@@ -199,7 +224,11 @@ def _client_module():
     return client
 
 
-def _stylize(image, layer, config):
+class _Cancelled(Exception):
+    """The user pressed Cancel in the progress window."""
+
+
+def _stylize(image, layer, config, window):
     client_module = _client_module()
     settings = logic.build_settings(
         strength=config.get_property("strength"),
@@ -209,34 +238,154 @@ def _stylize(image, layer, config):
         preserve_colors=config.get_property("preserve-colors"),
         seed=config.get_property("seed"),
     )
-    high_bit_depth = image.get_precision() not in _U8
-    style, style_name = _read_style(config, high_bit_depth)
-    box = logic.selection_box(layer.mask_intersect())
-    content = _read_pixels(layer, box, high_bit_depth, layer.has_alpha())
-
-    Gimp.progress_init("Neural style transfer")
-    plugin_config = logic.read_config(os.path.join(_HERE, logic.CONFIG_NAME))
-    # An interactive run gives None for an empty string argument.
-    endpoint = (config.get_property("server") or "").strip() or plugin_config.endpoint
-    with client_module.Client(endpoint, timeout=CLIENT_TIMEOUT) as client:
-        Gimp.progress_set_text(f"Connecting to the Brushwork daemon at {endpoint}")
-        ping = lambda t: client.hello(timeout=t)  # noqa: E731
-        logic.ensure_daemon(endpoint, plugin_config, ping, client_module.NoDaemon)
-        Gimp.progress_set_text("Waiting for the daemon")
+    progress = _Progress(window)
+    try:
+        high_bit_depth = image.get_precision() not in _U8
+        style, style_name = _read_style(config, high_bit_depth)
+        box = logic.selection_box(layer.mask_intersect())
+        content = _read_pixels(layer, box, high_bit_depth, layer.has_alpha())
+        plugin_config = logic.read_config(os.path.join(_HERE, logic.CONFIG_NAME))
+        # An interactive run gives None for an empty string argument.
+        endpoint = (config.get_property("server") or "").strip() or plugin_config.endpoint
         live = _LiveLayer(image, layer, box, content, logic.layer_name(style_name))
         previews = logic.preview_options(settings.iterations, box.width, box.height)
+
+        def shown(event):  # on the main thread
+            live.on_event(event)
+            if isinstance(event, ProgressReply):
+                text = client_module.progress_text(event) + client_module.eta_text(event)
+                progress.show(text, client_module.work_done(event))
+
+        def work(post):  # on the client's thread: no GIMP calls here, post() them
+            with client_module.Client(endpoint, timeout=CLIENT_TIMEOUT) as client:
+                post(functools.partial(progress.show, f"Connecting to the daemon at {endpoint}"))
+                ping = lambda t: client.hello(timeout=t)  # noqa: E731
+                logic.ensure_daemon(endpoint, plugin_config, ping, client_module.NoDaemon)
+                post(functools.partial(progress.show, "Waiting for the daemon"))
+                return client.stylize(
+                    content, [style], settings, cancel=progress.cancelled,
+                    on_event=lambda event: post(functools.partial(shown, event)), **previews,
+                )  # fmt: skip
+
         try:
-            result = client.stylize(content, [style], settings, on_event=live.on_event, **previews)
+            result = _in_background(work, progress)
+            if progress.cancelled.is_set():  # pressed as the result came in: still cancelled
+                raise _Cancelled
             live.finish(result.image)
         except client_module.DaemonError as e:
             live.remove()
+            if e.code == CANCELLED and progress.cancelled.is_set():
+                raise _Cancelled from None
             if e.code == OUT_OF_MEMORY:
                 raise BrushworkError(f"{e} (try a smaller size or a lower quality)") from None
             raise
         except BaseException:
             live.remove()
             raise
-    Gimp.progress_end()
+    finally:
+        progress.end()
+
+
+def _in_background(work, progress):
+    """work(post) on a thread of its own, so that the progress window stays live while it
+    waits on the daemon; post(fn) has fn run here, on the main thread, where every GIMP call
+    must happen. Returns what work returned, or raises what it raised."""
+    calls = queue.Queue()
+    outcome = []
+
+    def target():
+        try:
+            outcome.append((True, work(calls.put)))
+        except BaseException as e:
+            outcome.append((False, e))
+        calls.put(None)
+
+    thread = threading.Thread(target=target, name="brushwork-client", daemon=True)
+    thread.start()
+    failure = None
+    while True:
+        progress.pump()
+        try:
+            call = calls.get(timeout=PUMP_INTERVAL)
+        except queue.Empty:
+            continue
+        if call is None:
+            break
+        if failure is None:
+            try:
+                call()
+            except BaseException as e:  # e.g. the image was closed: stop the job, say why
+                failure = e
+                progress.cancelled.set()
+    thread.join()
+    if failure is not None:
+        raise failure
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+class _Progress:
+    """Where a run's progress shows, and how the user stops it.
+
+    From GIMP's UI, the plug-in's own window with a bar and a Cancel button, as GIMP's own
+    spyro-plus plug-in does. GIMP's progress bar in the image window has a Cancel too, but
+    GIMP answers it by killing the plug-in 10 ms after asking it to quit
+    (app/plug-in/gimpplugin.c), so the half-painted layer would stay; a plug-in that never
+    calls Gimp.progress_init never gets that bar, and our Cancel cancels the job, removes the
+    layer and returns CANCEL. Scripts (non-interactive runs) get GIMP's progress.
+    """
+
+    def __init__(self, window):
+        self.cancelled = threading.Event()  # read by the client's thread
+        self.dialog = None
+        if not window:
+            Gimp.progress_init("Neural style transfer")
+            return
+        GimpUi, Gtk = _gimp_ui()
+        self.dialog = GimpUi.Dialog(title=PROGRESS_TITLE, role="brushwork-progress")
+        self.dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+        self.dialog.connect("response", lambda *_: self.cancel())  # Cancel, Escape, close
+        self.bar = Gtk.ProgressBar(show_text=True)
+        self.bar.set_size_request(420, -1)
+        area = self.dialog.get_content_area()
+        area.set_border_width(12)
+        area.pack_start(self.bar, False, False, 0)
+        GimpUi.window_set_transient(self.dialog)
+        self.dialog.show_all()
+        self.show("Starting")
+
+    def show(self, text, fraction=None):
+        if self.dialog is None:
+            Gimp.progress_set_text(text)
+            if fraction is not None:
+                Gimp.progress_update(fraction)
+            return
+        if not self.cancelled.is_set():
+            self.bar.set_text(text)
+        if fraction is not None:
+            self.bar.set_fraction(fraction)
+        self.pump()
+
+    def cancel(self):
+        self.cancelled.set()
+        self.dialog.set_response_sensitive(_gimp_ui()[1].ResponseType.CANCEL, False)
+        self.bar.set_text("Cancelling")
+
+    def pump(self):
+        """Let the window draw itself and notice Cancel."""
+        if self.dialog is not None:
+            Gtk = _gimp_ui()[1]
+            while Gtk.events_pending():
+                Gtk.main_iteration_do(False)
+
+    def end(self):
+        if self.dialog is None:
+            Gimp.progress_end()
+            return
+        self.dialog.destroy()
+        self.pump()
 
 
 def _read_style(config, high_bit_depth):
@@ -300,16 +449,11 @@ class _LiveLayer:
     def on_event(self, event):
         if self.layer is None:
             self._create()
-        if isinstance(event, ProgressReply):
-            from brushwork.client import duration_text, progress_text
-
-            eta = f", about {duration_text(event.eta)} left" if event.eta is not None else ""
-            fraction = (
-                event.fraction if event.fraction is not None else event.iteration / event.total
+        elif not self.layer.is_valid():
+            raise BrushworkError(
+                "the layer being painted was deleted (or its image closed), so the job was stopped"
             )
-            Gimp.progress_update(fraction)
-            Gimp.progress_set_text(f"{progress_text(event)}{eta}")
-        elif (
+        if (
             isinstance(event, PreviewReply)
             and time.monotonic() - self.last_repaint >= logic.REPAINT_INTERVAL
         ):
@@ -347,7 +491,8 @@ class _LiveLayer:
         self.last_repaint = time.monotonic()
         if self.record:
             with open(self.record, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"iteration": event.iteration, "layer": self.name}) + "\n")
+                record = {"job": event.job, "iteration": event.iteration, "layer": self.name}
+                f.write(json.dumps(record) + "\n")
 
     def finish(self, result):
         """The daemon's result replaces the preview (scaled back to the box if needed)."""
@@ -359,16 +504,18 @@ class _LiveLayer:
         self._close()
 
     def remove(self):
-        if self.layer is not None:
+        """Take the layer away again, unless the user already did (or closed the image)."""
+        if self.layer is not None and self.layer.is_valid():
             self.image.remove_layer(self.layer)
-            self.layer = None
             Gimp.displays_flush()
+        self.layer = None
         self._close()
 
     def _close(self):
         if self.grouped:
             self.grouped = False
-            self.image.undo_group_end()
+            if self.image.is_valid():
+                self.image.undo_group_end()
 
     def _write(self, raw):
         buffer = self.layer.get_buffer()
