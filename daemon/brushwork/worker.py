@@ -27,6 +27,10 @@ from brushwork.protocol import (
 
 log = logging.getLogger("brushwork.server")
 GPU_PROGRESS_EVERY = 10
+# What a ProgressReply takes from the engine's Progress as it is (losses are made finite).
+_PROGRESS_FIELDS = (
+    "iteration", "total", "elapsed", "eta", "level", "levels", "step", "steps", "fraction"
+)  # fmt: skip
 
 
 def run_job(
@@ -44,21 +48,8 @@ def run_job(
     def on_progress(p: Progress) -> None:
         nonlocal done
         done = p.iteration
-        emit(
-            ProgressReply(
-                job=job,
-                iteration=p.iteration,
-                total=p.total,
-                losses=_finite(p.losses),
-                elapsed=p.elapsed,
-                eta=p.eta,
-                level=p.level,
-                levels=p.levels,
-                step=p.step,
-                steps=p.steps,
-                fraction=p.fraction,
-            )
-        )
+        same = {name: getattr(p, name) for name in _PROGRESS_FIELDS}
+        emit(ProgressReply(job=job, losses=_finite(p.losses), **same))
         if p.preview is not None:
             emit(
                 PreviewReply(
