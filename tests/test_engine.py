@@ -2,11 +2,13 @@
 
 import itertools
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from brushwork import engine as engine_module
 from brushwork.engine import (
     Cancelled,
     _resize,
@@ -105,21 +107,36 @@ def test_progress_reports_every_iteration_with_previews(engine):
     assert len(previews) == 3 and previews[-1].shape[2] == 3
 
 
-def test_progress_says_the_scale_and_step_and_moves_by_cost(engine):
-    seen = []
+def test_progress_says_the_scale_and_step_and_times_what_is_left(engine, monkeypatch):
+    """A clock where a step costs 10 ms plus 1 us a pixel (overhead-heavy, as small levels
+    are): once a level has been timed, the time left is that level's seconds per pixel
+    times the pixels left, exact in the level under way; the bar never moves back."""
     settings = Settings(size=96, iterations=9, scales=2)  # 48 px then 96 px, 4 + 5 steps
+    coarse, fine = 34 * 48, 69 * 96  # px a step computes at each level
+    cost = [0.010 + 1e-6 * px for px in [coarse] * 4 + [fine] * 5]
+    done = list(itertools.accumulate(cost))  # the clock at each report
+    clock = itertools.chain([0.0], done, itertools.repeat(done[-1]))
+    monkeypatch.setattr(engine_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    seen = []
     engine.stylize(content_image(), [style_image()], settings, progress=seen.append)
     assert [(p.level, p.levels, p.step, p.steps) for p in seen] == [
         *((1, 2, s, 4) for s in range(1, 5)),
         *((2, 2, s, 5) for s in range(1, 6)),
     ]
-    # A 96 px step computes 4x the pixels of a 48 px one (69x96 and 34x48 here).
-    coarse, fine = 34 * 48, 69 * 96
-    total = 4 * coarse + 5 * fine
-    assert seen[3].fraction == pytest.approx(4 * coarse / total)  # 7.5 %, not 4 / 9
-    assert seen[4].fraction == pytest.approx((4 * coarse + fine) / total)
-    assert seen[-1].fraction == 1.0
-    assert seen[3].eta == pytest.approx(seen[3].elapsed * (1 - seen[3].fraction) / seen[3].fraction)
+    assert [p.elapsed for p in seen] == pytest.approx(done)
+    total_px = 4 * coarse + 5 * fine
+    assert seen[0].eta is None and seen[0].fraction == pytest.approx(coarse / total_px)
+    # The coarse level's rate stands in for the fine level until that is timed: too long.
+    coarse_rate = cost[0] / coarse
+    assert seen[3].eta == pytest.approx(coarse_rate * 5 * fine)
+    assert seen[4].eta == pytest.approx(coarse_rate * 4 * fine)
+    truth = [done[-1] - t for t in done]
+    assert seen[3].eta > 2 * truth[3]
+    for p, left in zip(seen[5:], truth[5:], strict=True):  # the fine level, timed
+        assert p.eta == pytest.approx(left)
+    assert seen[6].fraction == pytest.approx(done[6] / done[-1])
+    assert seen[-1].fraction == 1.0 and seen[-1].eta == 0.0
+    assert all(a.fraction <= b.fraction for a, b in itertools.pairwise(seen))
 
 
 def test_tiled_steps_count_each_tile(engine):
@@ -129,7 +146,7 @@ def test_tiled_steps_count_each_tile(engine):
     tiles = seen[-1].steps // 2
     assert tiles > 1 and [p.step for p in seen] == list(range(1, 2 * tiles + 1))
     assert seen[-1].fraction == 1.0 and all(
-        a.fraction < b.fraction for a, b in itertools.pairwise(seen)
+        a.fraction <= b.fraction for a, b in itertools.pairwise(seen)
     )
 
 

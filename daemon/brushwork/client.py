@@ -149,8 +149,8 @@ def eta_text(event: ProgressReply) -> str:
 
 
 def work_done(event: ProgressReply) -> float:
-    """Share of the job's work done (0..1), each step weighted by its pixels; a daemon older
-    than `fraction` gives only the step count."""
+    """Share of the job done (0..1), by its estimated time; a daemon older than `fraction`
+    gives only the step count."""
     return event.fraction if event.fraction is not None else event.iteration / max(1, event.total)
 
 

@@ -48,17 +48,9 @@ class Progress:
     levels: int
     step: int  # 1-based step within the level, over its tiles
     steps: int  # steps of the level
-    fraction: float  # share of the job's work done: steps weighted by the pixels they compute
+    fraction: float  # share of the job done, by time (see _Run.estimate); never decreases
+    eta: float | None = None  # seconds left; None until a step has been timed
     preview: np.ndarray | None = None  # float32 (h, w, 3), long side at most preview_side
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left: a step costs in proportion to its pixels (a level twice as large
-        costs four times as much per step), so counting steps would say half done after a
-        quarter of the time."""
-        if self.fraction <= 0:
-            return None
-        return self.elapsed * (1 - self.fraction) / self.fraction
 
 
 @dataclass(frozen=True)
@@ -428,7 +420,7 @@ class _Run:
         self.chroma = chroma  # content at output size, for luminance-only transfer
         self.level_steps = [n * len(areas) for n, areas in levels]
         self.total = sum(self.level_steps)
-        # A step's cost is its pixel count: VGG's work grows with the area it sees.
+        # Work is counted in pixels: a step computes the area it optimises.
         self.total_cost = sum(n * sum(areas) for n, areas in levels)
         self.cost_done = 0
         self.step_pixels = 0  # px of the image (or tile) being optimised
@@ -436,9 +428,36 @@ class _Run:
         self.level = 0  # 0-based index into level_steps
         self.step = 0  # steps done in the current level
         self.last_losses: dict[str, float] = {}
+        self.seconds_per_px: float | None = None  # measured in the latest timed level
+        self.mark: tuple[float, int] | None = None  # (elapsed, cost_done): this level's 1st report
+        self.fraction = 0.0
 
     def begin_level(self, level: int) -> None:
-        self.level, self.step = level, 0
+        self.level, self.step, self.mark = level, 0, None
+
+    def estimate(self, elapsed: float) -> tuple[float, float | None]:
+        """(fraction done, seconds left) at a report.
+
+        Seconds per pixel are timed between this level's reports and applied to the pixels
+        left; levels not reached yet borrow the latest timed rate. Pixels alone are not time:
+        a small level's steps are dominated by per-step overhead (on a GPU nearly all of it),
+        so a coarse level takes far more than its share of pixels. The estimate is exact for
+        the level under way and corrects itself at each new level; the fraction is elapsed
+        over elapsed + left, and never moves back.
+        """
+        if self.mark is None:
+            self.mark = (elapsed, self.cost_done)
+        elif self.cost_done > self.mark[1]:
+            self.seconds_per_px = (elapsed - self.mark[0]) / (self.cost_done - self.mark[1])
+        if self.iteration == self.total:
+            self.fraction = 1.0
+            return 1.0, 0.0
+        if self.seconds_per_px is None:  # nothing timed yet: pixels are the best guess
+            self.fraction = max(self.fraction, self.cost_done / self.total_cost)
+            return self.fraction, None
+        left = self.seconds_per_px * (self.total_cost - self.cost_done)
+        self.fraction = max(self.fraction, elapsed / (elapsed + left) if elapsed > 0 else 0.0)
+        return self.fraction, left
 
     def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
         if self.chroma is None:
@@ -590,17 +609,20 @@ class _Run:
             side = min(self.preview_side, max(x.shape[-2:]))
             small = _resize(x.detach(), output_size(*x.shape[-2:], side))
             preview = _to_numpy(self.to_rgb(small))
+        elapsed = time.perf_counter() - self.start
+        fraction, eta = self.estimate(elapsed)
         self.progress(
             Progress(
                 iteration=self.iteration,
                 total=self.total,
                 losses=self.last_losses,
-                elapsed=time.perf_counter() - self.start,
+                elapsed=elapsed,
                 level=self.level + 1,
                 levels=len(self.level_steps),
                 step=self.step,
                 steps=self.level_steps[self.level],
-                fraction=min(1.0, self.cost_done / self.total_cost),
+                fraction=fraction,
+                eta=eta,
                 preview=preview,
             )
         )

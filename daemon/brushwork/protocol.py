@@ -230,13 +230,13 @@ class ProgressReply(Message):
     total: int
     losses: dict[str, float | None]  # content, style, tv, total (weighted)
     elapsed: float  # seconds since the job started running
-    eta: float | None = None  # seconds left, estimated from `fraction`
+    eta: float | None = None  # seconds left: timed seconds per pixel x the pixels left
     # Where the run stands (None from a daemon older than these fields):
     level: int | None = None  # 1-based pyramid level (scale), coarse to fine
     levels: int | None = None
     step: int | None = None  # 1-based step within the level
     steps: int | None = None  # steps of the level
-    fraction: float | None = None  # share of the work done, steps weighted by their pixels
+    fraction: float | None = None  # share of the job's time done (estimated), never decreasing
 
 
 @dataclass(frozen=True, kw_only=True)

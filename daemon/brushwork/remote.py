@@ -151,5 +151,6 @@ def _as_progress(event: ProgressReply, preview: np.ndarray | None = None) -> Pro
         step=event.step or event.iteration,
         steps=event.steps or event.total,
         fraction=work_done(event),
+        eta=event.eta,
         preview=preview,
     )

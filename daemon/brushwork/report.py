@@ -1,4 +1,4 @@
-"""Progress as people read it: a bar that moves by work done (not by step count) on a
+"""Progress as people read it: a bar that moves by estimated time (not by step count) on a
 terminal, plain lines every N steps elsewhere (a log, a pipe). `stylize` and `batch` use it;
 it takes the engine's Progress and the daemon's ProgressReply alike."""
 
