@@ -180,9 +180,12 @@ def test_a_seeded_job_gives_the_local_paths_pixels_and_events(ray_daemon, start_
                 noise(seed=5), [noise(32, 32, seed=6)], settings, on_event=events.append,
                 preview_every=2, preview_size=16,
             )  # fmt: skip
-        # Everything a progress message holds, but the job id and the times.
+        # Everything a progress message holds, but the job id and the times (fraction is
+        # elapsed / (elapsed + eta)).
         progress = [
-            replace(e, job="", elapsed=0, eta=None) for e in events if type(e) is ProgressReply
+            replace(e, job="", elapsed=0, eta=None, fraction=None)
+            for e in events
+            if type(e) is ProgressReply
         ]
         return result, progress, [e for e in events if isinstance(e, PreviewReply)]
 
