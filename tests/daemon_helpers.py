@@ -36,7 +36,8 @@ sys.path.insert(0, {tests!r})
 from daemon_helpers import ENDLESS, noise
 from brushwork.client import Client
 client = Client({endpoint!r})
-for event in client.events(client.submit(noise(), [noise(32, 32)], ENDLESS, job={job!r})):
+job = client.submit(noise(), [noise(32, 32)], ENDLESS, job={job!r}, token={token!r})
+for event in client.events(job):
     print("running", flush=True)
 """
 
@@ -82,12 +83,12 @@ def wait_for_state(client: Client, job: str, state: str, timeout: float = 10.0) 
 
 
 def cancel_a_running_job(endpoint: str) -> tuple[ErrorReply, list[Message], StatusReply]:
-    """Start an endless job, cancel it from another client, then check that a new job runs
-    to its end. Returns the owner's error, the events it got after the cancel, and the
-    job's status."""
+    """Start an endless job, cancel it from another client (another process of the owner's,
+    given the job's token), then check that a new job runs to its end. Returns the owner's
+    error, the events it got after the cancel, and the job's status."""
     with Client(endpoint) as owner, Client(endpoint) as other:
         job = start_endless(owner)
-        other.cancel(job)
+        other.cancel(job, owner.token(job))
         late: list[Message] = []
         try:
             for event in owner.events(job):
@@ -96,7 +97,7 @@ def cancel_a_running_job(endpoint: str) -> tuple[ErrorReply, list[Message], Stat
             error = ErrorReply(code=e.code, message=str(e), job=e.job)
         else:
             raise AssertionError("a cancelled job ended without an error")
-        status = other.status(job)
+        status = owner.status(job)
         assert owner.stylize(noise(), [noise(32, 32)], TINY).iterations == 4  # worker free
     return error, late, status
 
@@ -104,18 +105,26 @@ def cancel_a_running_job(endpoint: str) -> tuple[ErrorReply, list[Message], Stat
 def kill_a_client_mid_job(endpoint: str) -> tuple[float, StatusReply, str]:
     """A client process runs an endless job and is killed (what GIMP does to a plug-in whose
     progress bar is cancelled). Returns the seconds until the daemon had cancelled the job,
-    its status, and the error `info` lists for it."""
-    job = new_job_id()
-    code = _CLIENT_THAT_DIES.format(tests=str(Path(__file__).parent), endpoint=endpoint, job=job)
+    its status, and the job's error (sent again to whoever shows its token)."""
+    job, token = new_job_id(), protocol.new_token()
+    code = _CLIENT_THAT_DIES.format(
+        tests=str(Path(__file__).parent), endpoint=endpoint, job=job, token=token
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "running\n"
     proc.kill()
     proc.wait()
     killed = time.monotonic()
     with Client(endpoint) as client:
+        client.attach(job, token)  # the token: what the killed client's next run would keep
         status = wait_for_state(client, job, "cancelled", timeout=10)
         took = time.monotonic() - killed
-        error = next(j["error"] for j in client.info().queue if j["id"] == job)
+        try:
+            list(client.events(job))
+        except DaemonError as e:
+            error = str(e)
+        else:
+            raise AssertionError("a cancelled job ended without an error")
     return took, status, error
 
 
@@ -123,10 +132,11 @@ def run_at_once(
     endpoint: str, settings: Settings, count: int, stagger: float = 0.0
 ) -> list[dict[str, Any]]:
     """`count` clients, each on a thread, run one job each (the i-th submits i * stagger s
-    after the first); every job must succeed. Returns them as `info` lists them, in the
-    order they were submitted."""
+    after the first); every job must succeed. Returns them as `info` lists them (to each its
+    own client: only a job's owner sees it by name), in the order they were submitted."""
     jobs = [new_job_id() for _ in range(count)]
     results: dict[str, object] = {}
+    runs: dict[str, dict[str, Any]] = {}
 
     def run(i: int) -> None:
         time.sleep(i * stagger)
@@ -135,6 +145,7 @@ def run_at_once(
                 results[jobs[i]] = client.stylize(
                     noise(seed=i), [noise(32, 32)], settings, job=jobs[i]
                 )
+                runs[jobs[i]] = next(j for j in client.info().queue if j["id"] == jobs[i])
             except BaseException as e:  # reported below, with the others'
                 results[jobs[i]] = e
 
@@ -144,6 +155,4 @@ def run_at_once(
     for t in threads:
         t.join(120)
     assert all(isinstance(results.get(j), ResultReply) for j in jobs), results
-    with Client(endpoint) as client:
-        runs = {j["id"]: j for j in client.info().queue if j["id"] in jobs}
     return [runs[j] for j in jobs]

@@ -47,9 +47,11 @@ def test_info_json_lists_version_device_and_queue(daemon):
     info = json.loads(done.stdout)
     assert info["version"] == "0.1.0" and info["device"] == "cpu"
     assert info["limits"]["max_pixels"] == 10**6
-    assert {"id": job, "state": "running", "worker": 0}.items() <= next(
-        j for j in info["queue"] if j["id"] == job
-    ).items()
+    # Another process's view: the running job is listed, but neither its id nor its token.
+    assert {"id": None, "mine": False, "state": "running"} in [
+        {k: j[k] for k in ("id", "mine", "state")} for j in info["queue"]
+    ]
+    assert job not in done.stdout and client.token(job) not in done.stdout
     assert {j["state"] for j in info["queue"]} <= set(JOB_STATES)
     [worker] = info["workers"]  # a daemon without --ray: one worker, in its own process
     assert {"id": 0, "state": "busy", "job": job, "device": "cpu"}.items() <= worker.items()
@@ -65,14 +67,23 @@ def test_info_json_lists_version_device_and_queue(daemon):
 def test_cancel_command_stops_a_running_job(daemon):
     with daemon.client() as client:
         job = client.submit(noise(), [noise(32, 32)], ENDLESS)
-        done = while_running(client, job, "cancel", job, "--server", daemon.endpoint)
+        token = client.token(job)
+        refused = brushwork("cancel", job, "--server", daemon.endpoint)
+        assert refused.returncode == 1
+        assert refused.stderr == (
+            f"brushwork: error: job {job!r} belongs to another client; acting on it needs the "
+            "token its submitter received\n"
+        )
+        done = while_running(
+            client, job, "cancel", job, "--token", token, "--server", daemon.endpoint
+        )
         assert done.returncode == 0, done.stderr
         assert done.stderr.strip() == f"brushwork: job {job} cancelled"
         status = client.status(job)
         assert status.state == "cancelled" and status.iteration < ENDLESS.iterations
         error = next(j["error"] for j in client.info().queue if j["id"] == job)
         assert "cancelled by request" in error
-    again = brushwork("cancel", job, "--server", daemon.endpoint)
+    again = brushwork("cancel", job, "--token", token, "--server", daemon.endpoint)
     assert again.stderr.strip() == f"brushwork: job {job} had already ended (cancelled)"
 
 

@@ -52,6 +52,7 @@ def test_a_set_cancel_token_cancels_the_remote_job(daemon):
         engine.stylize(image, [image], ENDLESS, progress=progress, cancel=cancel, job=job)
     assert e.value.code == protocol.CANCELLED
     with daemon.client() as client:
+        client.attach(job, engine.client.token(job))
         wait_for_state(client, job, "cancelled")
     engine.close()
 

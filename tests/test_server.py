@@ -91,7 +91,7 @@ def test_cancel_of_a_queued_job_answers_its_owner_at_once(daemon):
         running = start_endless(first)
         queued = second.submit(noise(), [noise(32, 32)], TINY)
         assert second.status(queued).position == 1
-        assert first.cancel(queued).state == "cancelled"
+        assert first.cancel(queued, second.token(queued)).state == "cancelled"
         with pytest.raises(DaemonError, match="cancelled"):
             list(second.events(queued))
         first.cancel(running)
@@ -137,7 +137,7 @@ def test_a_killed_clients_job_is_cancelled_within_seconds(daemon):
 def test_resubmitting_a_job_id_never_runs_it_twice(daemon):
     with daemon.client() as first, daemon.client() as second:
         job = start_endless(first)
-        again = second.submit(noise(), [noise(32, 32)], ENDLESS, job=job)
+        again = second.submit(noise(), [noise(32, 32)], ENDLESS, job=job, token=first.token(job))
         assert again == job
         assert [j["id"] for j in second.info().queue].count(job) == 1
         events = second.events(job)  # the events follow whoever resubmitted
@@ -146,7 +146,8 @@ def test_resubmitting_a_job_id_never_runs_it_twice(daemon):
         wait_for_state(second, job, "cancelled")
 
         done = first.stylize(noise(seed=7), [noise(32, 32)], TINY)
-        second.submit(noise(seed=7), [noise(32, 32)], TINY, job=done.job)
+        token = first.token(done.job)
+        second.submit(noise(seed=7), [noise(32, 32)], TINY, job=done.job, token=token)
         replay = list(second.events(done.job))
         assert len(replay) == 1 and bytes(replay[0].image.data) == bytes(done.image.data)
         with pytest.raises(DaemonError) as e:
@@ -159,7 +160,7 @@ def test_two_clients_waiting_on_one_job_both_get_its_end(daemon):
     ends: dict[str, object] = {}
     with daemon.client() as first, daemon.client() as second:
         job = first.submit(noise(seed=9), [noise(32, 32)], settings)
-        second.submit(noise(seed=9), [noise(32, 32)], settings, job=job)
+        second.submit(noise(seed=9), [noise(32, 32)], settings, job=job, token=first.token(job))
 
         def wait(name: str, client: Client) -> None:
             ends[name] = list(client.events(job))[-1]

@@ -37,6 +37,7 @@ the process) stops the heartbeats, and the daemon cancels the job within a few s
 from __future__ import annotations
 
 import os
+import secrets
 import time
 import uuid
 from collections import deque
@@ -210,6 +211,7 @@ class Client:
         # Events of this client's unfinished jobs, read while waiting for something else;
         # events of other jobs (e.g. a duplicate result) are dropped.
         self._events: dict[str, deque[JobEvent]] = {}
+        self._tokens: dict[str, str] = {}  # job id -> its secret: proof that the job is ours
         self._limits: HelloReply | None = None
         self._heard_once = False
         self._last_heard = time.monotonic()
@@ -230,15 +232,22 @@ class Client:
         assert isinstance(reply, InfoReply)
         return reply
 
-    def status(self, job: str) -> StatusReply:
-        reply = self._request(StatusRequest(ref=_ref(), job=job))
+    def token(self, job: str) -> str | None:
+        """The secret of a job this client submitted: whoever has it may cancel the job or
+        take its events (e.g. `brushwork cancel JOB --token TOKEN` from another shell)."""
+        return self._tokens.get(job)
+
+    def status(self, job: str, token: str | None = None) -> StatusReply:
+        """A job's state. Only for its owner: this client if it submitted the job, else
+        whoever gives its token."""
+        reply = self._request(StatusRequest(ref=_ref(), job=job, token=token or self.token(job)))
         assert isinstance(reply, StatusReply)
         return reply
 
-    def cancel(self, job: str) -> StatusReply:
-        """Ask the daemon to cancel a job (anyone's). The reply is its state right after:
-        queued jobs are cancelled at once, a running one within one iteration."""
-        reply = self._request(CancelRequest(ref=_ref(), job=job))
+    def cancel(self, job: str, token: str | None = None) -> StatusReply:
+        """Cancel a job of ours (or one whose token we were given). The reply is its state
+        right after: queued jobs are cancelled at once, a running one within one iteration."""
+        reply = self._request(CancelRequest(ref=_ref(), job=job, token=token or self.token(job)))
         assert isinstance(reply, StatusReply)
         return reply
 
@@ -253,16 +262,22 @@ class Client:
         preview_every: int = 0,
         preview_size: int = 256,
         output_dtype: str | None = None,
+        token: str | None = None,
     ) -> str:
         """Queue a stylization; returns its job id once the daemon accepted it.
 
-        Resubmitting with the same `job` id (e.g. after a timeout) never starts a second run.
-        Images over the daemon's limits are refused here, before sending them.
+        Resubmitting with the same `job` id (e.g. after a timeout) never starts a second run;
+        from another client it needs the job's `token` (see token()). Images over the
+        daemon's limits are refused here, before sending them.
         """
         job = job or new_job_id()
+        # Chosen here, not by the daemon, so that a retry whose `accepted` was lost still
+        # proves the job is ours.
+        token = token or self._tokens.get(job) or secrets.token_urlsafe(32)
         request = SubmitRequest(
             ref=_ref(),
             job=job,
+            token=token,
             settings=settings,
             content=content,
             styles=list(styles),
@@ -280,7 +295,15 @@ class Client:
             self._events.pop(job, None)
             raise
         assert isinstance(reply, AcceptedReply)
+        self._tokens[job] = reply.token or token
         return job
+
+    def attach(self, job: str, token: str) -> None:
+        """Wait here for a job submitted by another connection (an earlier process, a lost
+        connection): with its token, the daemon sends the job's events to this client from
+        the next heartbeat on (events() sends them), its outcome too if it has ended."""
+        self._tokens[job] = token
+        self._last_sent = 0.0  # heartbeat at once
 
     # --- Waiting on jobs --------------------------------------------------------------------
 
@@ -310,6 +333,15 @@ class Client:
                             code=protocol.UNKNOWN_JOB,
                             message=f"the daemon at {self.endpoint} no longer knows job {job} "
                             "(was it restarted?)",
+                            job=job,
+                        )
+                    )
+                for job in set(message.refused) & set(jobs):
+                    return self._ended(
+                        ErrorReply(
+                            code=protocol.NOT_OWNER,
+                            message=f"job {job} on the daemon at {self.endpoint} belongs to "
+                            "another client (this one lacks its token)",
                             job=job,
                         )
                     )
@@ -370,7 +402,8 @@ class Client:
             return self.wait(job, on_event, cancel)
         except BaseException as e:
             if not (isinstance(e, DaemonError) and e.job == job):
-                self._send(CancelRequest(job=job))  # no wait for the reply: we are leaving
+                # No wait for the reply: we are leaving.
+                self._send(CancelRequest(job=job, token=self.token(job)))
             raise
 
     # --- Lifetime ---------------------------------------------------------------------------
@@ -438,7 +471,9 @@ class Client:
         every heartbeat, so silence means it is gone or wedged)."""
         now = time.monotonic()
         if now - self._last_sent >= HEARTBEAT_INTERVAL:
-            self._send(HeartbeatRequest(jobs=sorted(jobs)))
+            # The tokens let the daemon give our jobs back to us after a reconnect.
+            tokens = {j: self._tokens[j] for j in jobs if j in self._tokens}
+            self._send(HeartbeatRequest(jobs=sorted(jobs), tokens=tokens))
         if now - max(self._last_heard, since) > self.timeout:
             raise self._no_answer()
 

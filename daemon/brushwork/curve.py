@@ -62,16 +62,19 @@ def load_server_keys(folder: Path, endpoint: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
-def start_authenticator(context: zmq.Context, folder: Path) -> ThreadAuthenticator | None:
-    """Restrict CURVE clients to authorized_clients/*.key when that folder has keys."""
+def start_authenticator(context: zmq.Context, folder: Path) -> ThreadAuthenticator:
+    """Restrict CURVE clients to authorized_clients/*.key when that folder has keys, else
+    admit any. Either way ZAP runs: it stamps every message with the client's public key
+    (User-Id), which the daemon binds each job to."""
     allowed = folder / AUTHORIZED_DIR
+    auth = ThreadAuthenticator(context)
+    auth.start()
     if not any(allowed.glob("*.key")):
         log.warning(
             "no keys in %s: any client that has the server's public key may connect", allowed
         )
-        return None
-    auth = ThreadAuthenticator(context)
-    auth.start()
+        auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        return auth
     auth.configure_curve(domain="*", location=str(allowed))
     log.info(
         "CURVE clients limited to the %d keys in %s", len(list(allowed.glob("*.key"))), allowed

@@ -3,12 +3,17 @@
 Only the socket thread creates jobs and moves them to a finished state; the workers take
 queued jobs (queued -> running). The queue's lock makes "cancel a queued job" and
 "start it" mutually exclusive, so a job is never both cancelled and run.
+
+A job belongs to the client that submitted it (`Job.owned_by`): its own connection, or any
+connection that shows the job's secret token, and with CURVE only from the submitter's key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 import threading
 import time
 from collections import deque
@@ -34,13 +39,28 @@ class Cancel:
         return self._event.is_set()
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: its connection, and its CURVE public key (Z85, from ZAP's User-Id;
+    None on loopback and ipc sockets, which have no CURVE)."""
+
+    peer: Peer
+    key: str | None = None
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
 @dataclass(eq=False)
 class Job:
     id: str
-    owner: Peer  # where events go; moves to whoever heartbeats or resubmits this id
+    owner: Peer  # where events go; moves to a connection that proves ownership (a reconnect)
     request: SubmitRequest | None  # dropped when the job ends, to free its pixels
     fingerprint: str
     total: int
+    token: str = field(default_factory=new_token, repr=False)  # the submitter's secret
+    key: str | None = None  # the submitter's CURVE key: a job submitted with one stays with it
     state: str = "queued"
     submitted: float = field(default_factory=time.time)
     started: float | None = None
@@ -51,10 +71,21 @@ class Job:
     worker: int | None = None  # the pool's worker that ran it
     outcome: ResultReply | ErrorReply | None = None  # results are dropped after a while
 
-    def summary(self, position: int | None) -> dict:
-        """The job as `info` lists it."""
+    def owned_by(self, caller: Caller, token: str | None) -> bool:
+        """May `caller` act on this job (take its events, cancel it, see its id)? Its own
+        connection may; another needs the token. Either way, a job submitted with a CURVE
+        key only answers to that key."""
+        if self.key is not None and caller.key != self.key:
+            return False
+        if caller.peer == self.owner:
+            return True
+        return token is not None and hmac.compare_digest(token.encode(), self.token.encode())
+
+    def summary(self, position: int | None, mine: bool) -> dict:
+        """The job as `info` lists it; another client's job without its id or messages."""
         return {
-            "id": self.id,
+            "id": self.id if mine else None,
+            "mine": mine,
             "state": self.state,
             "position": position,
             "iteration": self.iteration,
@@ -63,7 +94,9 @@ class Job:
             "started": self.started,
             "finished": self.finished,
             "worker": self.worker,
-            "error": self.outcome.message if isinstance(self.outcome, ErrorReply) else None,
+            "error": (
+                self.outcome.message if mine and isinstance(self.outcome, ErrorReply) else None
+            ),
         }
 
 

@@ -46,7 +46,8 @@ BAD_INPUT = "bad_input"  # the engine refused the images (e.g. NaN pixels, missi
 TOO_LARGE = "too_large"  # an image or the output is over the daemon's pixel limit
 QUEUE_FULL = "queue_full"
 UNKNOWN_JOB = "unknown_job"
-JOB_CONFLICT = "job_conflict"  # a job id reused for a different request
+JOB_CONFLICT = "job_conflict"  # a job id reused for a different request, or by another client
+NOT_OWNER = "not_owner"  # the job belongs to another client: acting on it needs its token
 EXPIRED = "expired"  # a resubmitted job finished long ago and its result is no longer kept
 CANCELLED = "cancelled"  # by a cancel request, a vanished client or the daemon stopping
 OUT_OF_MEMORY = "out_of_memory"
@@ -64,6 +65,7 @@ ERROR_CODES = (
     QUEUE_FULL,
     UNKNOWN_JOB,
     JOB_CONFLICT,
+    NOT_OWNER,
     EXPIRED,
     CANCELLED,
     OUT_OF_MEMORY,
@@ -74,6 +76,9 @@ ERROR_CODES = (
 )
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# A job's secret: what proves that a request comes from the job's submitter (at least 128 bits
+# of base64url; `secrets.token_urlsafe(32)` makes one).
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{22,128}")
 
 
 class ProtocolError(BrushworkError):
@@ -160,6 +165,7 @@ class SubmitRequest(Message):
 
     TYPE: ClassVar[str] = "submit"
     job: str
+    token: str | None = None  # the job's secret; None: the daemon makes one (see `accepted`)
     settings: Settings
     content: RawImage
     styles: list[RawImage]
@@ -173,12 +179,14 @@ class SubmitRequest(Message):
 class CancelRequest(Message):
     TYPE: ClassVar[str] = "cancel"
     job: str
+    token: str | None = None  # needed unless this connection submitted the job
 
 
 @dataclass(frozen=True, kw_only=True)
 class StatusRequest(Message):
     TYPE: ClassVar[str] = "status"
     job: str
+    token: str | None = None  # needed unless this connection submitted the job
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,6 +195,8 @@ class HeartbeatRequest(Message):
 
     TYPE: ClassVar[str] = "heartbeat"
     jobs: list[str] = field(default_factory=list)
+    # Job id -> token: proves ownership of jobs submitted on an earlier connection (reconnect).
+    tokens: dict[str, str] = field(default_factory=dict)
 
 
 # Replies, daemon -> client.
@@ -220,6 +230,7 @@ class AcceptedReply(Message):
     TYPE: ClassVar[str] = "accepted"
     job: str
     position: int  # jobs ahead of this one, the running one included
+    token: str | None = None  # the job's secret: only this client has it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,6 +293,7 @@ class ErrorReply(Message):
 class HeartbeatReply(Message):
     TYPE: ClassVar[str] = "heartbeat"
     unknown: list[str] = field(default_factory=list)  # job ids the daemon does not know
+    refused: list[str] = field(default_factory=list)  # ids of other clients' jobs (no token)
 
 
 REQUESTS: dict[str, type[Message]] = {
@@ -508,6 +520,18 @@ def _check_ids(name: str, v: Any) -> list[str]:
     return [_check_id(name, x) for x in v]
 
 
+def _check_token(name: str, v: Any) -> str:
+    if not isinstance(v, str) or not _TOKEN.fullmatch(v):  # a secret: never echoed back
+        raise ProtocolError(BAD_REQUEST, f"{name} must be 22-128 characters of A-Z a-z 0-9 _ -")
+    return v
+
+
+def _check_tokens(name: str, v: Any) -> dict[str, str]:
+    if not isinstance(v, dict) or len(v) > 1024:
+        raise ProtocolError(BAD_REQUEST, f"{name} must be an object of job id -> token")
+    return {_check_id(name, k): _check_token(name, t) for k, t in v.items()}
+
+
 def _check_choice(choices: Sequence[str]) -> Callable[[str, Any], str]:
     def check(name: str, v: Any) -> str:
         if v not in choices:
@@ -561,6 +585,9 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "job": _check_id,
     "jobs": _check_ids,
     "unknown": _check_ids,
+    "refused": _check_ids,
+    "token": _check_token,
+    "tokens": _check_tokens,
     "settings": _check_settings,
     "preview_every": lambda n, v: _check_int(n, v, 0, 100_000),
     "preview_size": lambda n, v: _check_int(n, v, 16, 4096),

@@ -28,7 +28,7 @@ from brushwork import __version__, curve, protocol
 from brushwork import pool as pools
 from brushwork.engine import output_size
 from brushwork.errors import BrushworkError
-from brushwork.jobs import Job, JobQueue, Peer, QueueFull, fingerprint, job_error
+from brushwork.jobs import Caller, Job, JobQueue, Peer, QueueFull, fingerprint, job_error, new_token
 from brushwork.pool import Pool
 from brushwork.protocol import (
     AcceptedReply,
@@ -156,6 +156,7 @@ class Server:
         self._started = time.time()
         self._pool: Pool | None = None
         self._auth = None
+        self._curve_sockets: set[int] = set()  # indices in self.sockets of the CURVE ROUTERs
         local = [e for e in binds if is_local(e)]
         remote = [e for e in binds if not is_local(e)]
         try:
@@ -177,6 +178,7 @@ class Server:
         if keys is not None:
             sock.curve_server = True
             sock.curve_publickey, sock.curve_secretkey = keys
+            self._curve_sockets.add(len(self.sockets))
         self.sockets.append(sock)
         for endpoint in endpoints:
             try:
@@ -253,11 +255,13 @@ class Server:
             except zmq.Again:
                 return
             peer = (index, frames[0].bytes)
+            key = _user_id(frames[1]) if index in self._curve_sockets and len(frames) > 1 else None
             self._last_seen[peer] = time.monotonic()
-            self._handle(peer, [f.buffer for f in frames[1:]])
+            self._handle(Caller(peer, key), [f.buffer for f in frames[1:]])
 
-    def _handle(self, peer: Peer, frames: list[memoryview]) -> None:
+    def _handle(self, caller: Caller, frames: list[memoryview]) -> None:
         """Answer one request. Nothing a client sends may raise out of here."""
+        peer = caller.peer
         try:
             request = protocol.decode_request(frames)
         except protocol.ProtocolError as e:
@@ -266,45 +270,60 @@ class Server:
             self._send(peer, ErrorReply(ref=ref, code=e.code, message=str(e), job=job))
             return
         try:
-            reply = self._dispatch(peer, request)
+            reply = self._dispatch(caller, request)
         except Exception as e:
             log.exception("error handling %s", request.TYPE)
             reply = ErrorReply(code=protocol.INTERNAL, message=f"daemon error: {one_line(e)}")
         if reply is not None:
             self._send(peer, _with_ref(reply, request.ref))
 
-    def _dispatch(self, peer: Peer, request: Message) -> Message | None:
+    def _dispatch(self, caller: Caller, request: Message) -> Message | None:
+        """Every request that names a job is checked here against the job's owner (jobs.py),
+        before anything runs, so whatever runs the jobs inherits the rule."""
         if isinstance(request, HelloRequest):
             return self._hello(HelloReply)
         if isinstance(request, InfoRequest):
-            return self._info()
+            return self._info(caller)
         if isinstance(request, SubmitRequest):
-            return self._submit(peer, request)
+            return self._submit(caller, request)
         if isinstance(request, HeartbeatRequest):
-            return self._heartbeat(peer, request)
+            return self._heartbeat(caller, request)
         job = self.jobs.get(request.job)
         if job is None:
             return ErrorReply(
                 code=protocol.UNKNOWN_JOB, message=f"no job {request.job!r}", job=request.job
             )
+        if not job.owned_by(caller, request.token):
+            log.warning("%s refused: %s is not job %s's owner", request.TYPE, _who(caller), job.id)
+            return job_error(
+                job.id,
+                protocol.NOT_OWNER,
+                f"job {job.id!r} belongs to another client; acting on it needs the token its "
+                "submitter received",
+            )
         if isinstance(request, CancelRequest):
             self._cancel(job, "cancelled by request")
         return self._status(job)
 
-    def _heartbeat(self, peer: Peer, request: HeartbeatRequest) -> HeartbeatReply:
-        """A client naming a job waits for it: the job's events go to it from now on (a
-        reconnected client takes its jobs back), and if the job ended while its outcome went
-        elsewhere, this client gets the outcome too, so no waiter is left hanging."""
-        unknown = []
+    def _heartbeat(self, caller: Caller, request: HeartbeatRequest) -> HeartbeatReply:
+        """A client naming a job waits for it. A job it owns but submitted on an earlier
+        connection (it proves that with the token) comes back to it: the job's events go here
+        from now on, and if the job ended meanwhile, the outcome is sent again."""
+        unknown, refused = [], []
         for job_id in request.jobs:
             job = self.jobs.get(job_id)
             if job is None:
                 unknown.append(job_id)
-            elif job.owner != peer:
-                job.owner = peer
+            elif not job.owned_by(caller, request.tokens.get(job_id)):
+                refused.append(job_id)
+            elif job.owner != caller.peer:
+                log.info("job %s taken back by %s", job.id, _who(caller))
+                job.owner = caller.peer
                 if job.state in protocol.FINISHED_STATES:
-                    self._send(peer, job.outcome or _expired(job))
-        return HeartbeatReply(unknown=unknown)
+                    self._send(caller.peer, job.outcome or _expired(job))
+        if refused:
+            log.warning("heartbeat from %s named other clients' jobs %s", _who(caller), refused)
+        return HeartbeatReply(unknown=unknown, refused=refused)
 
     def _hello(self, cls: type[HelloReply], **extra) -> HelloReply:
         return cls(
@@ -318,7 +337,7 @@ class Server:
             **extra,
         )
 
-    def _info(self) -> InfoReply:
+    def _info(self, caller: Caller) -> InfoReply:
         total, free = self._pool.memory()
         return self._hello(
             InfoReply,
@@ -326,7 +345,10 @@ class Server:
             memory={"total": total, "free": free},
             weights=self._pool.weights,
             uptime=time.time() - self._started,
-            queue=[j.summary(self.queue.position(j)) for j in self.jobs.values()],
+            queue=[
+                j.summary(self.queue.position(j), mine=j.owned_by(caller, None))
+                for j in self.jobs.values()
+            ],
             workers=self._pool.workers(),
         )
 
@@ -339,10 +361,10 @@ class Server:
             total=job.total,
         )
 
-    def _submit(self, peer: Peer, request: SubmitRequest) -> Message:
+    def _submit(self, caller: Caller, request: SubmitRequest) -> Message:
         known = self.jobs.get(request.job)
         if known is not None:
-            return self._resubmit(peer, known, request)
+            return self._resubmit(caller, known, request)
         if self._stopping:
             return job_error(request.job, protocol.SHUTTING_DOWN, "the daemon is shutting down")
         refusal = self._check_limits(request)
@@ -350,10 +372,12 @@ class Server:
             return job_error(request.job, protocol.TOO_LARGE, refusal)
         job = Job(
             id=request.job,
-            owner=peer,
+            owner=caller.peer,
             request=request,
             fingerprint=fingerprint(request),
             total=request.settings.iterations,
+            token=request.token or new_token(),
+            key=caller.key,
         )
         try:
             position = self.queue.put(job)
@@ -373,24 +397,29 @@ class Server:
             len(request.styles),
             job.total,
         )
-        return AcceptedReply(job=job.id, position=position)
+        return AcceptedReply(job=job.id, position=position, token=job.token)
 
-    def _resubmit(self, peer: Peer, job: Job, request: SubmitRequest) -> Message | None:
-        """The same job id again: never a second run; the job's events go to this peer."""
-        if fingerprint(request) != job.fingerprint:
+    def _resubmit(self, caller: Caller, job: Job, request: SubmitRequest) -> Message | None:
+        """The same job id again (a retry whose `accepted` was lost): never a second run. Only
+        the owner may do it (its connection, or its token); the job's events go here then.
+        Anyone else learns only that the id is taken, not whether the request matched."""
+        owner = job.owned_by(caller, request.token)
+        if not owner:
+            log.warning("resubmit of job %s refused: %s is not its owner", job.id, _who(caller))
+        if not owner or fingerprint(request) != job.fingerprint:
             return job_error(
-                job.id,
-                protocol.JOB_CONFLICT,
-                f"job id {job.id!r} is taken by a different request; use a new id",
+                job.id, protocol.JOB_CONFLICT, f"job id {job.id!r} is taken; use a new id"
             )
-        job.owner = peer
+        job.owner = caller.peer
         if job.state in protocol.FINISHED_STATES and job.outcome is None:
             return _expired(job)
+        position = self.queue.position(job) or 0
         self._send(
-            peer, AcceptedReply(ref=request.ref, job=job.id, position=self.queue.position(job) or 0)
+            caller.peer,
+            AcceptedReply(ref=request.ref, job=job.id, position=position, token=job.token),
         )
         if job.outcome is not None:
-            self._send(peer, job.outcome)
+            self._send(caller.peer, job.outcome)
         return None
 
     def _check_limits(self, request: SubmitRequest) -> str | None:
@@ -505,5 +534,15 @@ def _with_ref(reply: Message, ref: str | None) -> Message:
     return replace(reply, ref=ref)
 
 
-def _who(peer: Peer) -> str:
-    return f"client {peer[1].hex()}"
+def _who(who: Peer | Caller) -> str:
+    if isinstance(who, Caller):
+        return _who(who.peer) + (f" (key {who.key})" if who.key else "")
+    return f"client {who[1].hex()}"
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The CURVE public key (Z85) that ZAP authenticated for this message's connection."""
+    try:
+        return frame.get("User-Id") or None
+    except zmq.ZMQError:  # no ZAP handler answered for this connection
+        return None

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if not info.queue:
         print("queue    empty")
     for job in info.queue:
-        line = f"  {job['id']:<34} {job['state']:<9} {job['iteration']}/{job['total']}"
+        name = job["id"] or "(another client's job)"  # the daemon names only our own jobs
+        line = f"  {name:<34} {job['state']:<9} {job['iteration']}/{job['total']}"
         if job["state"] == "queued":
             line += f"  position {job['position']}"
         elif job.get("finished") and job.get("started"):
