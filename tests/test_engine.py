@@ -288,3 +288,43 @@ def test_finer_level_starts_with_the_content_detail_back():
     small = _resize(content, (24, 32))  # as the engine makes its coarse levels
     assert torch.allclose(_upscale(small, content), content, atol=1e-5)
     assert not torch.allclose(_resize(small, (48, 64)), content, atol=1e-2)  # plain upscale
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "out"),
+    [((1, 1), 0, (1, 1)), ((16, 16), 16, (16, 16)), ((1, 1500), 0, (1, 1500))],
+)
+def test_degenerate_sizes_are_stylized_and_come_back_at_their_size(engine, shape, size, out):
+    content = np.full((*shape, 3), 128, np.uint8)
+    settings = Settings(size=size, iterations=2, scales=3)
+    result = engine.stylize(content, [style_image()], settings)
+    assert result.image.shape == (*out, 3)
+    thin_style = np.full((1, 300, 3), 200, np.uint8)  # a 1 px style line is fine too
+    thin = engine.stylize(style_image(), [thin_style], settings.replace(size=0))
+    assert thin.image.shape == (48, 48, 3)
+
+
+def test_the_estimate_counts_the_resized_style_and_the_engines_own_tiles(engine):
+    # A wide strip at its own size: the 64x64 style grows to the output's long side.
+    settings = Settings(size=0, iterations=2, scales=1)
+    small = engine.estimate((32, 3000), [(64, 64)], settings)
+    assert small.output == (32, 3000) and small.styles == ((3000, 3000),)
+    assert small.fixed >= 24 * 3000 * 3000  # the resized style, at least 2 fp32 copies
+    smaller = engine.estimate((32, 3000), [(64, 64)], settings.replace(style_scale=0.05))
+    assert smaller.styles == ((150, 150),) and smaller.total < small.total / 10
+    # The tile is the one stylize() picks for the finest level.
+    big = Settings(size=4000, iterations=2, scales=2)
+    assert engine.estimate((3000, 4000), [(64, 64)], big).tile == engine.tile_side(big, 3000, 4000)
+
+
+def test_style_cache_is_bounded_by_bytes(engine, monkeypatch):
+    import brushwork.engine as engine_module
+
+    first = engine.stylize(content_image(), [style_image(seed=1)], FAST)
+    assert first.image.shape[2] == 3
+    one_style = engine.style_cache_bytes() / engine.style_cache_size()
+    monkeypatch.setattr(engine_module, "STYLE_CACHE_BYTES", int(2.5 * one_style))
+    for seed in range(2, 7):
+        engine.stylize(content_image(), [style_image(seed=seed)], FAST)
+        assert engine.style_cache_bytes() <= 2.5 * one_style
+    assert engine.style_cache_size() == 2

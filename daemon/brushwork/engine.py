@@ -24,10 +24,22 @@ from brushwork.settings import Settings
 from brushwork.vgg import VGGFeatures
 
 MIN_SIDE = 32  # below this VGG's fifth block sees a single pixel; coarser scales are dropped
+# VGG pools four times before conv5_1: a thinner image has no activations there. Thinner
+# outputs (a 1x1 layer, a 1500x1 line) are optimised at this side and resized back.
+MIN_WORK_SIDE = 16
 PREVIEW_SIDE = 256
 PRECISIONS = ("auto", "fp32", "bf16")
-_STYLE_CACHE_ENTRIES = 32
+# Style targets kept across jobs, bounded by bytes (one style's five Gram matrices are 2.4 MB
+# in fp32), so a daemon fed ever new styles holds at most this much for them.
+STYLE_CACHE_BYTES = 256 << 20
 LBFGS_HISTORY = 50
+# Whole-image buffers, per pixel (fp32 RGB is 12 B): what tiling cannot shrink. Input images
+# as float and their split copies; per output pixel the level's content, x, the canvas and its
+# owner map, resize temporaries and the result; per style pixel (resized) the style and a
+# resize temporary. Measured against peak RSS by bench/reliability.py (memory rows).
+INPUT_BYTES_PER_PIXEL = 32
+OUTPUT_BYTES_PER_PIXEL = 100
+STYLE_BYTES_PER_PIXEL = 24
 
 
 class Cancelled(Exception):
@@ -89,14 +101,27 @@ def output_size(height: int, width: int, long_side: int) -> tuple[int, int]:
 
 
 def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
-    """Pyramid from coarse to fine, each level twice the previous, none under MIN_SIDE."""
+    """Pyramid from coarse to fine, each level twice the previous, none under MIN_SIDE; the
+    finest level is at least MIN_WORK_SIDE on each side."""
     sizes = []
     for level in reversed(range(scales)):
         f = 2.0**-level
         h, w = max(1, round(height * f)), max(1, round(width * f))
-        if min(h, w) >= MIN_SIDE or level == 0:
+        if min(h, w) >= MIN_SIDE:
             sizes.append((h, w))
+        elif level == 0:
+            sizes.append((max(MIN_WORK_SIDE, h), max(MIN_WORK_SIDE, w)))
     return sizes
+
+
+def style_size(
+    style: tuple[int, int], level: tuple[int, int], settings: Settings
+) -> tuple[int, int]:
+    """(H, W) a style image of size `style` is resized to for a pyramid level of size `level`:
+    long side `style_scale` times the level's, aspect kept, no side under MIN_WORK_SIDE."""
+    long_side = max(MIN_SIDE, round(max(level) * settings.style_scale))
+    h, w = output_size(*style, long_side)
+    return max(MIN_WORK_SIDE, h), max(MIN_WORK_SIDE, w)
 
 
 def split_iterations(total: int, levels: int) -> list[int]:
@@ -159,6 +184,65 @@ def bytes_per_pixel(
     return activations + 2 * history * 3 * 4
 
 
+def tile_for(settings: Settings, height: int, width: int, per_px: int, budget: float) -> int:
+    """Tile side for an image of height x width: its long side when it fits in `budget` bytes
+    at `per_px` (no tiling), else settings.tile, else the largest multiple of 64 px that fits."""
+    if settings.tile:
+        return min(settings.tile, max(height, width))
+    if height * width * per_px <= budget:
+        return max(height, width)
+    side = int(math.sqrt(budget / per_px)) // 64 * 64
+    return max(64, side)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What a job will hold at its peak, in bytes: `fixed` whole-image buffers (they grow with
+    the images; tiling cannot shrink them) plus the largest VGG pass's `working` set (a tile's
+    when the job is tiled)."""
+
+    output: tuple[int, int]  # (H, W) of the result
+    styles: tuple[tuple[int, int], ...]  # (H, W) of each style at the finest level
+    tile: int  # tile side at the finest level; its long side when not tiled
+    fixed: int
+    working: int
+
+    @property
+    def total(self) -> int:
+        return self.fixed + self.working
+
+
+def estimate_memory(
+    content: tuple[int, int],
+    styles: Sequence[tuple[int, int]],
+    settings: Settings,
+    dtype: torch.dtype,
+    budget: float,
+    init: tuple[int, int] | None = None,
+) -> MemoryEstimate:
+    """Peak memory of Engine.stylize for images of these (H, W) sizes, with the engine's own
+    pyramid, style sizes and tiles (`budget`: the tile budget in bytes)."""
+    out = output_size(*content, settings.size)
+    inputs = content[0] * content[1] + sum(h * w for h, w in styles)
+    inputs += init[0] * init[1] if init else 0
+    fixed = working = 0
+    grad, no_grad = bytes_per_pixel(True, dtype), bytes_per_pixel(False, dtype)
+    style_sizes: list[tuple[int, int]] = []
+    tile = max(out)
+    for h, w in scale_sizes(*out, settings.scales):
+        style_sizes = [style_size(s, (h, w), settings) for s in styles]
+        tile = tile_for(settings, h, w, grad, budget)
+        passes = [min(h, tile) * min(w, tile) * grad]
+        for sh, sw in style_sizes:
+            t = tile_for(settings.replace(tile=0), sh, sw, no_grad, budget)
+            passes.append(min(sh, t) * min(sw, t) * no_grad)
+        working = max(working, *passes)
+        styles_px = sum(sh * sw for sh, sw in style_sizes)
+        fixed = max(fixed, OUTPUT_BYTES_PER_PIXEL * h * w + STYLE_BYTES_PER_PIXEL * styles_px)
+    fixed += INPUT_BYTES_PER_PIXEL * inputs
+    return MemoryEstimate(out, tuple(style_sizes), tile, fixed, working)
+
+
 def device_memory(device: torch.device) -> tuple[int, int | None]:
     """(total, free) bytes of the device's memory; free is None where it is unknown."""
     if device.type == "cuda":
@@ -200,7 +284,10 @@ class Engine:
         model: VGGFeatures | None = None,
         precision: str = "auto",
         memory_fraction: float = 0.7,
+        memory_limit: float = math.inf,
     ) -> None:
+        """memory_limit: bytes one job may use at most (a daemon's per-job budget); the tile
+        budget is memory_fraction of the smaller of it and the memory available."""
         self.device = pick_device(device)
         self.compute_dtype = pick_precision(self.device, precision)
         # channels_last lets cuDNN and oneDNN's bf16 kernels run fastest; oneDNN's fp32
@@ -216,6 +303,7 @@ class Engine:
             model = VGGFeatures.from_weights(weights_mod.load(weights_mod.resolve_path(weights)))
         self.model = model.compute_in(self.device, self.compute_dtype, layout)
         self.memory_fraction = memory_fraction
+        self.memory_limit = memory_limit
         self._style_cache: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 
     def features(self, image: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
@@ -223,17 +311,26 @@ class Engine:
         they need it."""
         return self.model(_as_rgb(image.to(self.device)), layers)
 
+    def tile_budget(self) -> float:
+        """Bytes the VGG passes of one job may use now."""
+        return self.memory_fraction * min(available_memory(self.device), self.memory_limit)
+
     def tile_side(self, settings: Settings, height: int, width: int, grad: bool = True) -> int:
-        """Tile side for an image of height x width: its long side when it fits in memory (no
-        tiling), else settings.tile, else the largest multiple of 64 px that fits."""
-        if settings.tile:
-            return min(settings.tile, max(height, width))
-        budget = self.memory_fraction * available_memory(self.device)
+        """Tile side for an image of height x width (tile_for, at this engine's budget)."""
         per_px = bytes_per_pixel(grad, self.compute_dtype)
-        if height * width * per_px <= budget:
-            return max(height, width)
-        side = int(math.sqrt(budget / per_px)) // 64 * 64
-        return max(64, side)
+        return tile_for(settings, height, width, per_px, self.tile_budget())
+
+    def estimate(
+        self,
+        content: tuple[int, int],
+        styles: Sequence[tuple[int, int]],
+        settings: Settings,
+        init: tuple[int, int] | None = None,
+    ) -> MemoryEstimate:
+        """Peak memory of stylize() for images of these (H, W) sizes, on this engine now."""
+        return estimate_memory(
+            content, styles, settings, self.compute_dtype, self.tile_budget(), init
+        )
 
     def stylize(
         self,
@@ -289,7 +386,7 @@ class Engine:
         ):
             run.begin_level(level)
             content_s = _resize(content_full, (h, w))
-            style_s = [_resize(s, self._style_size(s, (h, w), settings)) for s in style_full]
+            style_s = [_resize(s, style_size(s.shape[-2:], (h, w), settings)) for s in style_full]
             if luminance:
                 y_c = color.luminance(content_s)
                 style_s = [color.match_luminance(color.luminance(s), y_c) for s in style_s]
@@ -316,13 +413,6 @@ class Engine:
             settings=settings,
             device=str(self.device),
         )
-
-    @staticmethod
-    def _style_size(
-        style: torch.Tensor, size: tuple[int, int], settings: Settings
-    ) -> tuple[int, int]:
-        h, w = style.shape[-2:]
-        return output_size(h, w, max(MIN_SIDE, round(max(size) * settings.style_scale)))
 
     def _init(
         self,
@@ -366,12 +456,19 @@ class Engine:
         else:  # a style image too large for one pass: the same Grams, summed over tiles
             grams = tiling.tiled_grams(self.features, style, layers, tile)
         self._style_cache[key] = grams
-        if len(self._style_cache) > _STYLE_CACHE_ENTRIES:
+        while self.style_cache_bytes() > STYLE_CACHE_BYTES and len(self._style_cache) > 1:
             self._style_cache.popitem(last=False)
         return grams
 
     def style_cache_size(self) -> int:
         return len(self._style_cache)
+
+    def style_cache_bytes(self) -> int:
+        return sum(
+            g.numel() * g.element_size()
+            for grams in self._style_cache.values()
+            for g in grams.values()
+        )
 
 
 def _upscale(x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

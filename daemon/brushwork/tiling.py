@@ -48,8 +48,9 @@ def axis_starts(n: int, tile: int, overlap: int) -> list[int]:
 
 
 def plan(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
-    """Overlapping tiles in raster order covering the whole image."""
-    if not 0 <= overlap < tile:
+    """Overlapping tiles in raster order covering the whole image (one tile when it fits:
+    then the overlap does not matter)."""
+    if max(height, width) > tile and not 0 <= overlap < tile:
         raise ValueError("overlap must be smaller than the tile")
     return [
         Tile(y, min(y + tile, height), x, min(x + tile, width))
