@@ -163,7 +163,10 @@ def curve_daemon(start_daemon, tmp_path_factory) -> tuple[Daemon, Path]:
     subprocess.run(brushwork, check=True, capture_output=True)
     for name in ("alice", "mallory"):
         subprocess.run([*brushwork, "--client", name], check=True, capture_output=True)
-    options = {"server_key": keys / "server.key"}
+    options = {
+        "server_key": keys / "server.key",
+        "client_key": keys / "clients" / "alice.key_secret",
+    }
     d = start_daemon(
         "--device", "cpu", "--keys", str(keys), "--heartbeat-timeout", "3",
         host="0.0.0.0", client_options=options,

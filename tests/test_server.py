@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import os
+import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -13,11 +17,19 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brushwork import pixels, protocol
-from brushwork.client import HEARTBEAT_INTERVAL, Client, DaemonError, NoDaemon, new_job_id
+from brushwork.client import (
+    HEARTBEAT_INTERVAL,
+    Client,
+    DaemonError,
+    HandshakeFailed,
+    NoDaemon,
+    new_job_id,
+)
 from brushwork.protocol import ErrorReply, PreviewReply, ProgressReply, ResultReply
 from daemon_helpers import (
     ENDLESS,
@@ -333,9 +345,28 @@ def test_curve_daemon_only_lets_authorized_clients_in(start_daemon, tmp_path):
     d = start_daemon("--device", "cpu", "--keys", str(keys), host="0.0.0.0", client_options=allowed)
     with d.client() as client:
         assert client.stylize(noise(), [noise(32, 32)], TINY).iterations == 4
-    for options in ({}, {"server_key": keys / "server.key"}):  # plain; unknown client key
-        with Client(d.endpoint, timeout=1.0, **options) as stranger, pytest.raises(NoDaemon):
-            stranger.hello()
+    # Each refusal says what is wrong, not "no daemon": no key, a key not admitted, the
+    # wrong server key.
+    strangers = [
+        ({}, "requires CURVE: give its public key (its server.key) with --server-key"),
+        ({"server_key": keys / "server.key"}, "refused this client's CURVE key: it admits only"),
+        (
+            {"server_key": zmq.curve_keypair()[0].decode(), "client_key": allowed["client_key"]},
+            "did not complete the CURVE handshake: is --server-key this daemon's public key?",
+        ),
+    ]
+    for options, message in strangers:
+        with Client(d.endpoint, timeout=1.0, **options) as stranger:
+            with pytest.raises(HandshakeFailed) as e:
+                stranger.hello()
+            assert str(e.value).startswith(f"the daemon at {d.endpoint} {message}")
+    log = d.log_file.read_text()
+    assert "refused a CURVE client: its key" in log  # the key not admitted, by name
+    # Which side gives up first varies, and one kind is logged once per 30 s: at least the
+    # refused key and one of the other two.
+    where = f"refused a handshake on tcp://0.0.0.0:{d.endpoint.rsplit(':', 1)[1]}: the client"
+    refusals = {line.split(where, 1)[1] for line in log.splitlines() if where in line}
+    assert "'s CURVE key is not authorized" in refusals and len(refusals) >= 2, refusals
     assert d.stop() == 0
 
 
@@ -351,3 +382,68 @@ def test_a_second_daemon_on_a_busy_port_says_so(daemon, weights_file, tmp_path):
         f"brushwork: error: cannot bind {daemon.endpoint}: Address already in use "
         "(is a daemon already running? try `brushwork info`)"
     )
+
+
+@pytest.mark.parametrize(("shape", "size"), [((1, 1), 0), ((16, 16), 16), ((1, 1500), 0)])
+def test_degenerate_images_come_back_stylized_at_their_size(daemon, shape, size):
+    settings = TINY.replace(size=size, style_scale=0.25)  # a 1500x1500 style is over 1 Mpx
+    with daemon.client() as client:
+        result = client.stylize(noise(*shape), [noise(32, 32)], settings)
+    assert (result.image.height, result.image.width) == shape
+
+
+def test_every_image_a_job_holds_counts_against_the_limits(start_daemon):
+    d = start_daemon("--device", "cpu", "--max-pixels", "4000000", "--max-job-memory", "256M")
+    with d.client(timeout=30) as client:
+        assert client.hello().max_job_bytes == 256 * 2**20
+        # Small inputs whose style the engine would blow up to the output's long side.
+        for content, resized in [(noise(32, 3000), "3000x3000 = 9.0"), (noise(1, 65536), "65536")]:
+            with pytest.raises(DaemonError) as e:
+                client.submit(content, [noise(32, 32)], TINY.replace(size=0))
+            assert e.value.code == protocol.TOO_LARGE
+            assert f"the 32x32 style image would be resized to {resized}" in str(e.value)
+        # Within the pixel limit, over the memory budget: refused with the numbers.
+        with pytest.raises(DaemonError) as e:
+            client.submit(noise(), [noise(32, 32)], TINY.replace(size=1500))
+        assert e.value.code == protocol.TOO_LARGE
+        assert re.fullmatch(
+            r"this job would need about 0\.\d GB at its peak \(a 1500x1071 output, style "
+            r"1500x1500, tiles of \d+ px\); this daemon allows 0\.3 GB a job \(lower the size\)",
+            str(e.value),
+        ), str(e.value)
+        # A job that fits the budget only in tiles runs in tiles (more steps than iterations).
+        result = client.stylize(noise(), [noise(32, 32)], TINY.replace(size=600))
+        assert (result.image.width, result.image.height) == (600, 429)
+        assert result.iterations > TINY.iterations
+    assert d.stop() == 0
+
+
+def test_ipc_sockets_are_this_users_only_unless_asked(tmp_path):
+    from brushwork.server import Limits, Server
+
+    old = os.umask(0o022)
+    try:
+        for mode in (None, 0o660):
+            path = tmp_path / f"{mode}.sock"
+            options = {} if mode is None else {"socket_mode": mode}
+            server = Server([f"ipc://{path}"], Limits(10**6, 10**9), **options)
+            try:
+                assert stat.S_IMODE(path.stat().st_mode) == (mode or 0o600)
+            finally:
+                server.close()
+    finally:
+        os.umask(old)
+
+
+def test_the_daemons_log_is_not_world_readable(daemon, tmp_path):
+    from brushwork.commands.serve import _PrivateLog
+
+    assert stat.S_IMODE(daemon.log_file.stat().st_mode) == 0o600
+    log = tmp_path / "rotating.log"
+    handler = _PrivateLog(log, maxBytes=64, backupCount=1)  # rotation makes a new file
+    try:
+        for n in range(10):
+            handler.emit(logging.LogRecord("t", logging.INFO, "", 0, "line %d", (n,), None))
+    finally:
+        handler.close()
+    assert [stat.S_IMODE(p.stat().st_mode) for p in sorted(tmp_path.iterdir())] == [0o600] * 2

@@ -46,6 +46,7 @@ from pathlib import Path
 from threading import Event
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from brushwork import protocol
 from brushwork.errors import (
@@ -93,6 +94,12 @@ class NoDaemon(BrushworkError):
     """Nothing answered at the endpoint within the timeout (or it stopped answering)."""
 
     exit_code = EXIT_NO_DAEMON
+
+
+class HandshakeFailed(BrushworkError):
+    """A daemon answered but the connection's security handshake failed (CURVE keys)."""
+
+    exit_code = EXIT_REFUSED
 
 
 class DaemonError(BrushworkError):
@@ -198,13 +205,16 @@ class Client:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 500)  # let a last cancel leave on close
         server_key = server_key or os.environ.get(ENV_SERVER_KEY) or None
-        if server_key is not None:
+        self._curve = server_key is not None
+        if self._curve:
             client_key = client_key or os.environ.get(ENV_CLIENT_KEY) or None
             _set_curve_client(self._socket, server_key, client_key)
+        # A refused handshake looks like silence; the monitor says what happened.
+        self._handshakes = monitor_handshakes(self._context, self._socket)
         try:
             self._socket.connect(self.endpoint)
         except zmq.ZMQError as e:
-            self._socket.close()
+            self.close()
             raise BrushworkError(f"cannot connect to {self.endpoint}: {e.strerror}") from None
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
@@ -409,6 +419,9 @@ class Client:
     # --- Lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.disable_monitor()
+        self._handshakes.close()
         self._socket.close()
 
     def __enter__(self) -> Client:
@@ -489,7 +502,10 @@ class Client:
         except protocol.ProtocolError as e:
             raise BrushworkError(f"the daemon at {self.endpoint} sent a bad reply: {e}") from None
 
-    def _no_answer(self) -> NoDaemon:
+    def _no_answer(self) -> BrushworkError:
+        refused = self._refused_handshake()
+        if refused is not None:
+            return HandshakeFailed(f"the daemon at {self.endpoint} {refused}")
         if self._heard_once:
             return NoDaemon(
                 f"the daemon at {self.endpoint} stopped answering (nothing for {self.timeout:g} s)"
@@ -499,9 +515,59 @@ class Client:
             "start one with `brushwork serve`)"
         )
 
+    def _refused_handshake(self) -> str | None:
+        """Why the handshakes with the daemon failed, if they did: the most telling reason
+        among the attempts (a refused key or a mismatch says more than a dropped one)."""
+        failures = []
+        while self._handshakes.poll(0):
+            event = recv_monitor_message(self._handshakes)
+            failures.append((event["event"], event["value"]))
+        if not failures:
+            return None
+        return _refusal(*min(failures, key=lambda f: _handshake_detail(*f)), self._curve)
+
 
 def _ref() -> str:
     return uuid.uuid4().hex[:16]
+
+
+# The handshake failures a socket monitor reports, on both sides of a connection.
+HANDSHAKE_FAILURES = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+def monitor_handshakes(context: zmq.Context, sock: zmq.Socket) -> zmq.Socket:
+    """A PAIR socket that receives `sock`'s failed handshakes (recv_monitor_message). Its own
+    inproc address: pyzmq's default one is per file descriptor, which a new socket reuses."""
+    address = f"inproc://brushwork-monitor-{uuid.uuid4().hex}"
+    sock.monitor(address, HANDSHAKE_FAILURES)
+    events = context.socket(zmq.PAIR)
+    events.setsockopt(zmq.LINGER, 0)
+    events.connect(address)
+    return events
+
+
+def _handshake_detail(event: int, value: int) -> int:
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return 0
+    return 1 if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH else 2
+
+
+def _refusal(event: int, value: int, curve: bool) -> str:
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (
+            "refused this client's CURVE key: it admits only the keys in its authorized_clients"
+            " folder (`brushwork keys generate --client NAME` there makes one; give its"
+            " .key_secret with --client-key)"
+        )
+    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        if curve:
+            return "does not use CURVE: drop --server-key (and $BRUSHWORK_SERVER_KEY)"
+        return "requires CURVE: give its public key (its server.key) with --server-key"
+    return "did not complete the CURVE handshake: is --server-key this daemon's public key?"
 
 
 def _set_curve_client(

@@ -28,6 +28,7 @@ MIN_SIDE = 32  # below this VGG's fifth block sees a single pixel; coarser scale
 # outputs (a 1x1 layer, a 1500x1 line) are optimised at this side and resized back.
 MIN_WORK_SIDE = 16
 PREVIEW_SIDE = 256
+MEMORY_FRACTION = 0.7  # of the memory a job may use, what its VGG passes get (tile budget)
 PRECISIONS = ("auto", "fp32", "bf16")
 # Style targets kept across jobs, bounded by bytes (one style's five Gram matrices are 2.4 MB
 # in fp32), so a daemon fed ever new styles holds at most this much for them.
@@ -144,6 +145,11 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(
         0, 1
     )
+
+
+def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Float (H, W, C) in [0, 1] at `size` (H, W), resampled as the engine resamples."""
+    return _to_numpy(_resize(_to_tensor(image, torch.device("cpu")), size))
 
 
 def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype:
@@ -283,7 +289,7 @@ class Engine:
         *,
         model: VGGFeatures | None = None,
         precision: str = "auto",
-        memory_fraction: float = 0.7,
+        memory_fraction: float = MEMORY_FRACTION,
         memory_limit: float = math.inf,
     ) -> None:
         """memory_limit: bytes one job may use at most (a daemon's per-job budget); the tile

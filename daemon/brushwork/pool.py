@@ -10,20 +10,29 @@ once. `emit` is called on those threads; it must be thread-safe.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from brushwork import protocol
-from brushwork.engine import Engine, device_memory, pick_device
+from brushwork.engine import (
+    MEMORY_FRACTION,
+    Engine,
+    MemoryEstimate,
+    device_memory,
+    estimate_memory,
+    pick_device,
+)
 from brushwork.errors import BrushworkError
 from brushwork.jobs import Job, JobQueue, job_error
 from brushwork.protocol import ErrorReply, Message, ResultReply
+from brushwork.settings import Settings
 from brushwork.weights import resolve_path
 from brushwork.worker import one_line, run_job
 
@@ -46,10 +55,25 @@ class Pool:
         self._threads: list[threading.Thread] = []
         self._running: list[Job | None] = [None] * size
         self._done = [0] * size
+        self.memory_limit: float = math.inf  # bytes one job may use (the daemon's budget)
 
     def memory(self) -> tuple[int, int | None]:
         """(total, free) bytes of the memory one job can use; free None where unknown."""
         raise NotImplementedError
+
+    def estimate(
+        self,
+        content: tuple[int, int],
+        styles: Sequence[tuple[int, int]],
+        settings: Settings,
+        init: tuple[int, int] | None = None,
+    ) -> MemoryEstimate:
+        """Peak memory of one job on a worker (the engine's estimate), checked against the
+        daemon's budget before a job is accepted. Here fp32 passes (bf16 needs less) and the
+        memory a worker has now; a pool that knows its engine says exactly."""
+        total, free = self.memory()
+        budget = MEMORY_FRACTION * min(total if free is None else free, self.memory_limit)
+        return estimate_memory(content, styles, settings, torch.float32, budget, init)
 
     def load(self) -> None:
         """Get the workers ready (load the model); called once the daemon has bound."""
@@ -135,8 +159,21 @@ class LocalPool(Pool):
     def load(self) -> None:
         path = resolve_path(self._weights)
         log.info("loading VGG16 from %s on %s", path, self._device)
-        self._engine = Engine(weights=path, device=str(self._device))
+        self._engine = Engine(
+            weights=path, device=str(self._device), memory_limit=self.memory_limit
+        )
         self.weights = str(path)
+
+    def estimate(
+        self,
+        content: tuple[int, int],
+        styles: Sequence[tuple[int, int]],
+        settings: Settings,
+        init: tuple[int, int] | None = None,
+    ) -> MemoryEstimate:
+        if self._engine is None:
+            return super().estimate(content, styles, settings, init)
+        return self._engine.estimate(content, styles, settings, init)
 
     def _describe(self, worker: int) -> dict[str, Any]:
         return {

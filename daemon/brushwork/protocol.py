@@ -212,6 +212,7 @@ class HelloReply(Message):
     max_message_bytes: int  # per frame (ZMQ_MAXMSGSIZE): a larger frame drops the connection
     max_queue: int
     heartbeat_timeout: float  # seconds of silence after which a client's jobs are cancelled
+    max_job_bytes: int | None = None  # memory one job may need at its peak (the estimate)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -599,6 +600,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "weights": _check_str,
     "max_pixels": _count,
     "max_message_bytes": _count,
+    "max_job_bytes": _count,
     "max_queue": _count,
     "heartbeat_timeout": _check_float,
     "memory": _check_object,

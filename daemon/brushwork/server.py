@@ -26,7 +26,6 @@ import zmq
 
 from brushwork import __version__, curve, protocol
 from brushwork import pool as pools
-from brushwork.engine import output_size
 from brushwork.errors import BrushworkError
 from brushwork.jobs import Caller, Job, JobQueue, Peer, QueueFull, fingerprint, job_error, new_token
 from brushwork.pool import Pool
@@ -58,6 +57,7 @@ BYTES_PER_PIXEL = 256
 MAX_PIXELS_CAP = 1 << 28
 HISTORY = 100  # finished jobs listed by `info`
 RESULTS_KEPT = 4  # finished results kept for resubmits after a lost connection
+SOCKET_MODE = 0o600  # ipc:// sockets: only this user may connect (--socket-mode to share)
 SHUTDOWN_GRACE = 15.0  # seconds to wait for the running jobs to notice their cancel
 _POLL_MS = 100
 _SWEEP_EVERY = 0.5
@@ -65,7 +65,8 @@ _SWEEP_EVERY = 0.5
 
 @dataclass(frozen=True)
 class Limits:
-    max_pixels: int
+    max_pixels: int  # every image a job holds: inputs, output, styles after resizing
+    max_job_bytes: int  # a job's estimated peak memory (engine.estimate_memory)
     max_queue: int = 16
     heartbeat_timeout: float = 5.0
 
@@ -102,23 +103,29 @@ def build(
     weights: str | os.PathLike[str] | None = None,
     *,
     max_pixels: int | None = None,
+    max_job_bytes: int | None = None,
     max_queue: int = 16,
     heartbeat_timeout: float = 5.0,
     keys_dir: Path | None = None,
     ray: str | None = None,
     workers: int | None = None,
+    socket_mode: int = SOCKET_MODE,
 ) -> tuple[Server, Pool]:
     """Make the pool, bind (failing fast on a busy port or missing keys), then load the model.
     A Ray pool starts its actors first: the pixel limit comes from their memory, and a
-    ZeroMQ listener takes its frame limit when it binds. `ray`, `workers`: see pool.create."""
+    ZeroMQ listener takes its frame limit when it binds. `ray`, `workers`: see pool.create.
+    max_job_bytes defaults to the device's memory: its tile budget then covers the rest."""
     pool = pools.create(device, weights, ray, workers)
     try:
+        total = pool.memory()[0]
         limits = Limits(
-            max_pixels=max_pixels or default_max_pixels(pool.memory()[0]),
+            max_pixels=max_pixels or default_max_pixels(total),
+            max_job_bytes=max_job_bytes or total,
             max_queue=max_queue,
             heartbeat_timeout=heartbeat_timeout,
         )
-        server = Server(binds, limits, keys_dir=keys_dir)
+        pool.memory_limit = limits.max_job_bytes
+        server = Server(binds, limits, keys_dir=keys_dir, socket_mode=socket_mode)
     except BaseException:
         pool.close()
         raise
@@ -140,8 +147,10 @@ class Server:
         limits: Limits,
         *,
         keys_dir: Path | None = None,
+        socket_mode: int = SOCKET_MODE,
     ) -> None:
         self.limits = limits
+        self.socket_mode = socket_mode
         self.context = zmq.Context()
         self.sockets: list[zmq.Socket] = []
         self.endpoints: list[str] = []
@@ -157,6 +166,7 @@ class Server:
         self._pool: Pool | None = None
         self._auth = None
         self._curve_sockets: set[int] = set()  # indices in self.sockets of the CURVE ROUTERs
+        self._handshakes: list[curve.HandshakeLog] = []  # refused handshakes, logged
         local = [e for e in binds if is_local(e)]
         remote = [e for e in binds if not is_local(e)]
         try:
@@ -181,6 +191,11 @@ class Server:
             self._curve_sockets.add(len(self.sockets))
         self.sockets.append(sock)
         for endpoint in endpoints:
+            ipc = endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@")
+            # An ipc socket is a file that anyone it lets write may connect to: made 0600 by
+            # the umask during bind (never open to others, not even for a moment), then given
+            # the mode asked for.
+            umask = os.umask(0o177) if ipc else None
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as e:
@@ -188,9 +203,19 @@ class Server:
                 if e.errno == zmq.EADDRINUSE:
                     problem += " (is a daemon already running? try `brushwork info`)"
                 raise BrushworkError(f"cannot bind {endpoint}: {problem}") from None
+            finally:
+                if umask is not None:
+                    os.umask(umask)
             self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+            if ipc:
+                os.chmod(self.endpoints[-1].removeprefix("ipc://"), self.socket_mode)
+        if keys is not None:
+            where = ", ".join(self.endpoints[-len(endpoints) :])
+            self._handshakes.append(curve.HandshakeLog(self.context, sock, where))
 
     def close(self) -> None:
+        for handshakes in self._handshakes:
+            handshakes.close()
         for sock in self.sockets:
             sock.close()
         if self._auth is not None:
@@ -211,11 +236,14 @@ class Server:
         for sock in self.sockets:
             poller.register(sock, zmq.POLLIN)
         poller.register(self._wake, zmq.POLLIN)
+        for handshakes in self._handshakes:
+            poller.register(handshakes.events, zmq.POLLIN)
         log.info(
-            "serving on %s (device %s, max %d px, queue %d, heartbeat timeout %g s)",
+            "serving on %s (device %s, max %d px, %.1f GB a job, queue %d, heartbeat timeout %g s)",
             ", ".join(self.endpoints),
             pool.device,
             self.limits.max_pixels,
+            self.limits.max_job_bytes / 1e9,
             self.limits.max_queue,
             self.limits.heartbeat_timeout,
         )
@@ -229,6 +257,9 @@ class Server:
             for index, sock in enumerate(self.sockets):
                 if sock in ready:
                     self._drain(index, sock)
+            for handshakes in self._handshakes:
+                if handshakes.events in ready:
+                    handshakes.read()
             if self._wake.fileno() in ready:
                 with contextlib.suppress(BlockingIOError):
                     while self._wake.recv(4096, socket.MSG_DONTWAIT):
@@ -332,6 +363,7 @@ class Server:
             device=self._pool.device,
             max_pixels=self.limits.max_pixels,
             max_message_bytes=self.limits.max_message_bytes,
+            max_job_bytes=self.limits.max_job_bytes,
             max_queue=self.limits.max_queue,
             heartbeat_timeout=self.limits.heartbeat_timeout,
             **extra,
@@ -423,7 +455,10 @@ class Server:
         return None
 
     def _check_limits(self, request: SubmitRequest) -> str | None:
+        """Why the job is too large, or None: every image it will hold (the styles after
+        resizing too) within the pixel limit, and its estimated peak within the budget."""
         limit = self.limits.max_pixels
+        most = f"this daemon takes at most {limit / 1e6:.1f} Mpx"
         images = [("content", request.content)]
         images += [("style", s) for s in request.styles]
         images += [("init", request.init)] if request.init else []
@@ -431,13 +466,31 @@ class Server:
             if image.pixels > limit:
                 return (
                     f"the {role} image is {image.width}x{image.height} = {image.pixels / 1e6:.1f}"
-                    f" Mpx; this daemon takes at most {limit / 1e6:.1f} Mpx"
+                    f" Mpx; {most}"
                 )
-        h, w = output_size(request.content.height, request.content.width, request.settings.size)
+        estimate = self._pool.estimate(
+            (request.content.height, request.content.width),
+            [(s.height, s.width) for s in request.styles],
+            request.settings,
+            (request.init.height, request.init.width) if request.init else None,
+        )
+        h, w = estimate.output
         if h * w > limit:
+            return f"the output would be {w}x{h} = {h * w / 1e6:.1f} Mpx; {most} (lower the size)"
+        for style, (sh, sw) in zip(request.styles, estimate.styles, strict=True):
+            if sh * sw > limit:
+                return (
+                    f"the {style.width}x{style.height} style image would be resized to {sw}x{sh}"
+                    f" = {sh * sw / 1e6:.1f} Mpx for a {w}x{h} output; {most} (lower the size "
+                    "or the style scale)"
+                )
+        if estimate.total > self.limits.max_job_bytes:
+            tiles = f"tiles of {estimate.tile} px" if estimate.tile < max(h, w) else "no tiles"
+            styles = ", ".join(f"{sw}x{sh}" for sh, sw in estimate.styles)
             return (
-                f"the output would be {w}x{h} = {h * w / 1e6:.1f} Mpx; this daemon takes at most "
-                f"{limit / 1e6:.1f} Mpx (lower the size)"
+                f"this job would need about {estimate.total / 1e9:.1f} GB at its peak (a {w}x{h}"
+                f" output, style {styles}, {tiles}); this daemon allows"
+                f" {self.limits.max_job_bytes / 1e9:.1f} GB a job (lower the size)"
             )
         return None
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 import threading
@@ -35,8 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-pixels",
         type=int,
         metavar="N",
-        help="largest image (and output) in pixels (default: the device's memory / 256 B, "
-        "at most 268 Mpx)",
+        help="largest image a job may hold, in pixels: inputs, output, styles after resizing "
+        "(default: the device's memory / 256 B, at most 268 Mpx)",
+    )
+    p.add_argument(
+        "--max-job-memory",
+        type=_bytes,
+        metavar="SIZE",
+        help="refuse jobs whose estimated peak memory is larger, e.g. 4G or 512M; jobs tile "
+        "to fit within it (default: the device's memory)",
     )
     p.add_argument(
         "--max-queue", type=int, default=16, metavar="N", help="jobs waiting (default %(default)s)"
@@ -69,6 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "one per node)",
     )
     p.add_argument(
+        "--socket-mode",
+        type=_mode,
+        default=0o600,
+        metavar="MODE",
+        help="permissions of ipc:// sockets, octal: 600 lets only this user connect, 660 its "
+        "group too (default 600)",
+    )
+    p.add_argument(
         "--log-file",
         type=Path,
         metavar="PATH",
@@ -99,11 +116,13 @@ def run(args: argparse.Namespace) -> int:
         args.device,
         args.weights,
         max_pixels=args.max_pixels,
+        max_job_bytes=args.max_job_memory,
         max_queue=args.max_queue,
         heartbeat_timeout=args.heartbeat_timeout,
         keys_dir=args.keys,
         ray=args.ray,
         workers=args.workers,
+        socket_mode=args.socket_mode,
     )
     _stop_on_signals(stop)  # again: ray.init installs a SIGTERM handler that kills the process
     try:
@@ -119,6 +138,45 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())  # serve() notices within 0.1 s
 
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _bytes(text: str) -> int:
+    """'4G', '512M', '1.5G' or a number of bytes."""
+    number, unit = text.strip().rstrip("iBb"), ""
+    if number[-1:].upper() in _UNITS:
+        number, unit = number[:-1], number[-1].upper()
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 4G or 512M, got {text!r}"
+        ) from None
+    if not 2**20 <= value < 2**60:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sensible memory size (1M or more)")
+    return int(value)
+
+
+def _mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"expected an octal mode such as 600 or 660, got {text!r}")
+    return mode
+
+
+class _PrivateLog(logging.handlers.RotatingFileHandler):
+    """The log names jobs, clients' keys and addresses: 0600, the files rotation makes too."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with contextlib.suppress(OSError):  # a log an older version made 0644
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def _configure_logging(path: Path) -> Path:
     log = logging.getLogger("brushwork")
     log.setLevel(logging.INFO)
@@ -127,8 +185,8 @@ def _configure_logging(path: Path) -> Path:
     stderr.setFormatter(fmt)
     log.addHandler(stderr)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=1 << 20, backupCount=3)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handler = _PrivateLog(path, maxBytes=1 << 20, backupCount=3)
     except OSError as e:
         log.warning("no log file: %s", e)
         return path
