@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,22 +74,67 @@ def test_batch_stylizes_folders_and_globs_then_resumes(daemon, inputs):
 
 
 def test_batch_lists_failures_and_exits_1_but_writes_the_rest(daemon, inputs):
-    (inputs / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    # Three refused in a row before anything runs (it once crashed with a KeyError), and an
+    # input over the daemon's 1 Mpx limit that the job needs at 40 px only (now fitted).
+    for name in ("broken1", "broken2", "broken3"):
+        (inputs / "in" / f"{name}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     Image.fromarray(np.zeros((1200, 1000, 3), np.uint8)).save(inputs / "in" / "huge.png")
     out = inputs / "out"
     done = brushwork(
         "batch", str(inputs / "in"), "--style", str(inputs / "style.jpg"), "-o", str(out),
         "--server", daemon.endpoint, *FAST,
     )  # fmt: skip
-    assert done.returncode == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "huge.png"]
+    assert images.load(out / "huge.png").shape == (40, 33, 3)
     # Reported in input order, whatever finished first.
     reported = [line.split("] ")[0] for line in done.stderr.splitlines() if line.startswith("[")]
-    assert reported == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert reported == [f"[{n}/6" for n in range(1, 7)]
     summary = done.stderr[done.stderr.index("batch finished") :].splitlines()
-    assert summary[0] == "batch finished: 2 written, 0 skipped, 2 failed"
-    assert summary[1].startswith(f"  FAILED {inputs / 'in' / 'broken.png'}: not a readable image")
-    assert summary[2].startswith(f"  FAILED {inputs / 'in' / 'huge.png'}: a 1000x1200 image is")
+    assert summary[0] == "batch finished: 3 written, 0 skipped, 3 failed"
+    for line, name in zip(summary[1:], ("broken1", "broken2", "broken3"), strict=True):
+        assert line.startswith(f"  FAILED {inputs / 'in' / name}.png: not a readable image")
+
+
+def test_batch_refuses_a_format_that_is_a_path(inputs):
+    done = brushwork(
+        "batch", str(inputs / "in"), "--style", str(inputs / "style.jpg"), "-o",
+        str(inputs / "out"), "--format", "../evil",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        "brushwork: error: --format '../evil': not an image format (use png, jpg, tif, webp...)\n"
+    )
+    assert not (inputs / "out").exists() and not list(inputs.glob("*evil*"))
+
+
+def test_batch_waits_for_room_when_the_daemons_queue_is_full(daemon, inputs):
+    from daemon_helpers import ENDLESS, noise
+
+    out = inputs / "out"
+    with daemon.client() as blocker:
+        # One running and four queued: the shared daemon's queue (4) is full.
+        jobs = [blocker.submit(noise(), [noise(32, 32)], ENDLESS) for _ in range(5)]
+        log = inputs / "batch.txt"
+        with open(log, "w") as stderr:
+            batch = subprocess.Popen(
+                [
+                    sys.executable, "-m", "brushwork", "batch", str(inputs / "in"), "--style",
+                    str(inputs / "style.jpg"), "-o", str(out), "--server", daemon.endpoint,
+                    *FAST,
+                ],
+                stderr=stderr,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while "queue is full: waiting for room" not in log.read_text():
+            assert time.monotonic() < deadline and batch.poll() is None, log.read_text()
+            blocker.hello()  # any request keeps the blocker's jobs alive
+            time.sleep(0.2)
+        for job in reversed(jobs):
+            blocker.cancel(job)
+    assert batch.wait(120) == 0, log.read_text()
+    assert "2 written, 0 skipped, 0 failed" in log.read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
 
 
 def test_batch_refuses_two_inputs_writing_the_same_output(inputs):

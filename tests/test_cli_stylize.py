@@ -2,8 +2,10 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -80,6 +82,8 @@ def test_bad_content_file(tmp_path, pictures, make, text):
         (["--init", "nope.png"], 2, "no such file"),
         (["-o", "out.xyz"], 2, "unknown image format"),
         (["-o", "missing-dir/out.png"], 2, "does not exist"),
+        (["-o", "/proc/x.png"], 2, "/proc/x.png: cannot write in /proc ("),
+        (["-o", "content.png/x.png"], 2, "content.png is a file, not a folder"),
         (["--device", "tpu"], 1, "unknown device"),
         (["--seed", "-2"], 2, "--seed must be -1 (random) or a number >= 0"),
         (["--jpeg-quality", "101"], 2, "--jpeg-quality must be between 1 and 100"),
@@ -167,3 +171,60 @@ def test_a_refused_job_has_its_exit_code(tmp_path, pictures, daemon):
 def _one_line_error_last(r: subprocess.CompletedProcess, code: int, text: str) -> None:
     assert r.returncode == code, r.stderr
     assert text in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("role", ["content", "style"])
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, pictures, role):
+    from test_images import png_header_only
+
+    bomb = tmp_path / "bomb.png"
+    png_header_only(bomb, 20000, 20000)
+    content, style = (bomb, pictures[1]) if role == "content" else (pictures[0], bomb)
+    r = brushwork("stylize", str(content), str(style), "-o", str(tmp_path / "o.png"))
+    _one_line_error(r, 2, f"{bomb}: 20000x20000 = 400.0 Mpx is over the limit of 134.2 Mpx")
+
+
+def test_large_files_are_fitted_before_they_go_to_the_daemon(tmp_path, daemon):
+    # Both over the shared daemon's 1 Mpx limit; the job needs 40 px.
+    rng = np.random.default_rng(2)
+    big_content, big_style = tmp_path / "c.png", tmp_path / "s.jpg"
+    images.save(big_content, rng.random((1000, 1200, 3), dtype=np.float32))
+    images.save(big_style, rng.random((1100, 1000, 3), dtype=np.float32))
+    out = tmp_path / "out.png"
+    r = brushwork(
+        "stylize", str(big_content), str(big_style), "-o", str(out), "--size", "40",
+        "--iterations", "2", "--scales", "1", "--server", daemon.endpoint,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert images.load(out).shape == (33, 40, 3)
+
+
+def test_sigterm_on_a_client_cancels_its_job_on_the_daemon(tmp_path, pictures, daemon):
+    def count(text: str) -> int:
+        return daemon.log_file.read_text().count(text)
+
+    started, cancelled = count(" running\n"), count("cancelled by request while running")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "brushwork", "stylize", *map(str, pictures), "-o",
+            str(tmp_path / "o.png"), "--size", "48", "--iterations", "100000", "--scales", "1",
+            "--server", daemon.endpoint,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while count(" running\n") == started:  # the shared daemon runs one test's jobs at a time
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.0)  # some iterations in
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=30)[1]
+    signalled = time.monotonic()
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "brushwork: terminated"
+    # Cancelled by the client's own request, before the 2 s heartbeat timeout could.
+    while count("cancelled by request while running") == cancelled:
+        assert time.monotonic() - signalled < 1.5, daemon.log_file.read_text()[-2000:]
+        time.sleep(0.05)
+    assert not (tmp_path / "o.png").exists()

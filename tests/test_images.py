@@ -1,7 +1,10 @@
-"""Image files: bit depths, alpha, errors."""
+"""Image files: bit depths, alpha, errors, limits, output paths and modes."""
 
 import io
+import os
+import stat
 import struct
+from pathlib import Path
 
 import numpy as np
 import png
@@ -183,3 +186,88 @@ def test_16_bit_grey_png_with_significant_bits_stays_16_bit(tmp_path):
     back = images.load(tmp_path / "g.png")
     assert back.dtype == np.uint16 and back.shape == (2, 2, 1)
     assert back[0, 1, 0] == 65535 and back[0, 0, 0] == 0
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG that claims width x height and holds one byte of pixel data: what a header says
+    is all a loader may trust before deciding to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+    )
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    png_header_only(bomb, 20000, 20000)
+    with pytest.raises(BrushworkError) as e:
+        images.load(bomb)
+    assert str(e.value) == (
+        f"{bomb}: 20000x20000 = 400.0 Mpx is over the limit of 134.2 Mpx for an image file "
+        "(set BRUSHWORK_MAX_IMAGE_PIXELS to raise it, if you trust this file)"
+    )
+    # Every format, and the limit is the user's to set: a real 300x200 JPEG under a 0.05 Mpx one.
+    Image.new("RGB", (300, 200)).save(tmp_path / "a.jpg")
+    monkeypatch.setenv("BRUSHWORK_MAX_IMAGE_PIXELS", "50000")
+    with pytest.raises(
+        BrushworkError, match=r"a\.jpg: 300x200 = 0\.060 Mpx is over the limit of 0\.050 Mpx"
+    ):
+        images.load(tmp_path / "a.jpg")
+    monkeypatch.setenv("BRUSHWORK_MAX_IMAGE_PIXELS", "60000")
+    assert images.load(tmp_path / "a.jpg").shape == (200, 300, 3)
+    monkeypatch.setenv("BRUSHWORK_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(BrushworkError, match="BRUSHWORK_MAX_IMAGE_PIXELS='lots'"):
+        images.load(tmp_path / "a.jpg")
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    (tmp_path / "dir.png").mkdir()
+    cases = [
+        (a_file / "x.png", f"{a_file} is a file, not a folder"),
+        (a_file / "deeper" / "x.png", f"{a_file} is a file, not a folder"),
+        (tmp_path / "missing" / "x.png", f"folder {tmp_path / 'missing'} does not exist"),
+        (tmp_path / "dir.png", "is a folder; give a file name"),
+        (Path("/proc/x.png"), "cannot write in /proc ("),  # unwritable even for root
+    ]
+    for path, message in cases:
+        with pytest.raises(BrushworkError) as e:
+            images.check_output_path(path)
+        assert message in str(e.value) and str(e.value).startswith(str(path))
+    images.check_output_path(tmp_path / "fine.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.png", "notes.txt"]  # no probe left
+
+
+@pytest.mark.parametrize("given", ["../evil", "png/../../x", "", ".", "p ng", "exe"])
+def test_a_format_that_is_not_an_image_format_is_refused(given):
+    with pytest.raises(BrushworkError) as e:
+        images.output_suffix(given)
+    assert str(e.value) == f"--format {given!r}: not an image format (use png, jpg, tif, webp...)"
+
+
+def test_output_suffix_takes_a_name_with_or_without_dot():
+    assert images.output_suffix("PNG") == images.output_suffix(".png") == ".png"
+
+
+def test_outputs_follow_the_umask_and_keep_a_replaced_files_mode(tmp_path):
+    image = np.zeros((2, 2, 3), np.float32)
+    old = os.umask(0o022)
+    try:
+        images.save(tmp_path / "a.png", image)
+        os.umask(0o007)
+        images.save(tmp_path / "b.jpg", image)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.jpg").stat().st_mode) == 0o660
+    os.chmod(tmp_path / "a.png", 0o640)  # the user made it private: a rerun keeps it so
+    images.save(tmp_path / "a.png", image)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o640

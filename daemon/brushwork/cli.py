@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -18,13 +19,15 @@ from brushwork.errors import (
     EXIT_NO_DAEMON,
     EXIT_OUT_OF_MEMORY,
     EXIT_REFUSED,
+    EXIT_TERMINATED,
     BrushworkError,
 )
 
 EPILOG = f"""exit status: 0 done; {EXIT_FAILED} a job failed (or a batch had failures); \
 {EXIT_BAD_INPUT} bad option, file or settings; {EXIT_NO_DAEMON} no daemon answered; \
 {EXIT_REFUSED} the daemon refused the job (too large, queue full, stopping); \
-{EXIT_CANCELLED} cancelled; {EXIT_OUT_OF_MEMORY} out of memory; {EXIT_INTERRUPTED} Ctrl-C"""
+{EXIT_CANCELLED} cancelled; {EXIT_OUT_OF_MEMORY} out of memory; {EXIT_INTERRUPTED} Ctrl-C; \
+{EXIT_TERMINATED} SIGTERM"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,8 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (kill, a closing terminal's session manager, a CI timeout): unwinds like
+    Ctrl-C, so a job on a daemon is cancelled instead of running on for nobody."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # `serve` sets its own: it stops cleanly
     try:
         return args.run(args)
     except BrushworkError as e:
@@ -59,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("brushwork: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("brushwork: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ EXIT_REFUSED = 4  # the daemon refused the job: too large, queue full, shutting 
 EXIT_CANCELLED = 5
 EXIT_OUT_OF_MEMORY = 6
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15): the job on a daemon is cancelled first
 
 
 class BrushworkError(Exception):

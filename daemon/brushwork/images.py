@@ -9,9 +9,11 @@ sRGB profile).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import tempfile
+import secrets
+import stat
 import zlib
 from functools import cache
 from pathlib import Path
@@ -24,19 +26,42 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 from brushwork.errors import BadInput
 from brushwork.pixels import quantize
 
-Image.MAX_IMAGE_PIXELS = None  # our own pixel limits apply (daemon); Pillow's would refuse 8k x 8k
+Image.MAX_IMAGE_PIXELS = None  # max_image_pixels() applies instead: Pillow's only warns below 2x
+# Image files larger than this are refused before they are decoded: a 388 KB PNG can claim
+# 20000x20000 px and take 7 GB to decode. 2**27 (134 Mpx) admits a 100 MP camera's photo.
+MAX_IMAGE_PIXELS = 1 << 27
+ENV_MAX_IMAGE_PIXELS = "BRUSHWORK_MAX_IMAGE_PIXELS"
 DEFAULT_JPEG_QUALITY = 95  # Pillow's 75 shows blocks in the fine texture a style paints
 _ORIENTATION = 0x0112  # the EXIF tag
 _TIFF = (".tif", ".tiff")
 
 
+def max_image_pixels() -> int:
+    """The pixel limit for image files: $BRUSHWORK_MAX_IMAGE_PIXELS, else MAX_IMAGE_PIXELS."""
+    text = os.environ.get(ENV_MAX_IMAGE_PIXELS, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise BadInput(f"{ENV_MAX_IMAGE_PIXELS}={text!r}: expected a number of pixels")
+    return int(text)
+
+
 def load(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as (H, W, C) uint8, uint16 or float32 (C = 1..4), upright and in sRGB."""
+    """Read an image as (H, W, C) uint8, uint16 or float32 (C = 1..4), upright and in sRGB.
+    Files over max_image_pixels() are refused from their header, before any pixel is decoded."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
+    limit = max_image_pixels()
     try:
         with Image.open(path) as img:  # lazy: the header and metadata only
+            width, height = img.size
+            if width * height > limit:
+                raise BadInput(
+                    f"{path}: {width}x{height} = {_mpx(width * height)} is over the limit of"
+                    f" {_mpx(limit)} for an image file (set {ENV_MAX_IMAGE_PIXELS} to raise it,"
+                    " if you trust this file)"
+                )
             orientation = img.getexif().get(_ORIENTATION, 1)
             profile = img.info.get("icc_profile")
             if _is_png(path):
@@ -185,7 +210,7 @@ def save(
     path = Path(path)
     ext = path.suffix.lower()
     check_output_path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=ext)
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             _write(f, image, ext, bit_depth if ext in (".png", *_TIFF) else 8, jpeg_quality)
@@ -225,12 +250,58 @@ def _write(f, image: np.ndarray, ext: str, bit_depth: int, jpeg_quality: int) ->
         picture.save(f, format=Image.registered_extensions()[ext], **options)
 
 
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file next to `path`, for an atomic replace. Its mode is what a plain
+    open() would give (0666 less the umask), or the mode of the file it will replace: not
+    mkstemp's 0600, which would make every output private whatever the user's umask."""
+    mode = 0o666
+    with contextlib.suppress(FileNotFoundError):
+        mode = stat.S_IMODE(path.stat().st_mode) & 0o777
+    while True:
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}{path.suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        if mode != 0o666:
+            os.fchmod(fd, mode)
+        return fd, str(tmp)
+
+
 def check_output_path(path: Path) -> None:
-    """A known image format in an existing folder, or a one-line BrushworkError."""
+    """A known image format that this user can write there, or a one-line BadInput:
+    checked before a job runs, not found out after it."""
     if path.suffix.lower() not in Image.registered_extensions():
         raise BadInput(f"{path}: unknown image format {path.suffix!r} (use .png, .jpg, .tif...)")
-    if not path.parent.is_dir():
-        raise BadInput(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder; give a file name (e.g. {path / 'out.png'})")
+    folder = path.parent
+    if not folder.is_dir():
+        above = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+        if above.exists() and not above.is_dir():
+            raise BadInput(f"{path}: {above} is a file, not a folder")
+        raise BadInput(f"{path}: folder {folder} does not exist")
+    try:  # the only sure test of writing there (permissions, read-only mounts, /proc)
+        fd, probe = _create_beside(path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BadInput(f"{path}: cannot write in {folder} ({e.strerror})") from None
+
+
+def output_suffix(image_format: str) -> str:
+    """'.png' for 'png' or '.png'; a one-line BadInput unless it names a known image
+    format (not a path: `--format ../x` must not write outside the output folder)."""
+    name = image_format.lower().removeprefix(".")
+    if not name.isalnum() or f".{name}" not in Image.registered_extensions():
+        raise BadInput(
+            f"--format {image_format!r}: not an image format (use png, jpg, tif, webp...)"
+        )
+    return f".{name}"
+
+
+def _mpx(pixels: int) -> str:
+    return f"{pixels / 1e6:.{1 if pixels >= 1e6 else 3}f} Mpx"
 
 
 def _one_line(e: BaseException) -> str:

@@ -48,6 +48,30 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def fit_inputs(
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    settings: Settings,
+    init: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+    """The images no larger than the job needs, for sending to a daemon: content and init at
+    the output size, each style at the size the finest level resizes it to (the engine's
+    own sizes; float32 where resized, alpha kept). A 24 Mpx photo sent for a 512 px result
+    would be refused as too large, and cost its upload for nothing."""
+    from brushwork import engine, images
+
+    out = engine.output_size(*content.shape[:2], settings.size)
+    finest = engine.scale_sizes(*out, settings.scales)[-1]
+
+    def fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        if size[0] * size[1] >= image.shape[0] * image.shape[1]:
+            return image
+        return engine.resized(images.to_float(image), size)
+
+    fitted_styles = [fit(s, engine.style_size(s.shape[:2], finest, settings)) for s in styles]
+    return fit(content, out), fitted_styles, None if init is None else fit(init, out)
+
+
 def client_from_args(args: argparse.Namespace, timeout: float = 10.0) -> Client:
     return Client(
         args.server, timeout=timeout, server_key=args.server_key, client_key=args.client_key
@@ -96,6 +120,7 @@ class RemoteEngine:
         Ctrl-C. `job`: the job id to submit under (default: a new one)."""
         from brushwork.engine import Result
 
+        content, styles, init_image = fit_inputs(content, styles, settings, init_image)
         result = self.client.stylize(
             pixels.from_array(content),
             [pixels.from_array(s) for s in styles],

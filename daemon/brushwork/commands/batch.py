@@ -6,7 +6,7 @@ Inputs are files, folders (their images, not recursive) and glob patterns; put t
 none answers (and no --server was given) the batch runs a daemon on a thread of its own
 process for its duration. Outputs are written atomically and an output that already exists is
 skipped, so running the same command again resumes an interrupted batch; --overwrite redoes
-them. Results are reported in input order.
+them. Results are reported in input order. A daemon whose queue is full is waited for.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brushwork.client import Client, JobEvent, NoDaemon
+from brushwork.client import Client, DaemonError, JobEvent, NoDaemon
 from brushwork.commands.stylize import (
     add_output_arguments,
     add_settings_arguments,
@@ -32,13 +32,14 @@ from brushwork.commands.stylize import (
     settings_from_args,
 )
 from brushwork.errors import BadInput, BrushworkError
-from brushwork.protocol import ErrorReply, ProgressReply, RawImage
+from brushwork.protocol import QUEUE_FULL, ErrorReply, ProgressReply, RawImage
 from brushwork.remote import PROBE_TIMEOUT, add_server_arguments
 from brushwork.settings import Settings
 
 if TYPE_CHECKING:
     import numpy as np
 
+RETRY_FIRST, RETRY_MOST = 0.5, 5.0  # seconds between submits while the daemon's queue is full
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".tga"}
 
 
@@ -50,6 +51,16 @@ class Item:
     job: str | None = None
     bit_depth: int = 8
     started: float = 0.0
+
+
+@dataclass
+class Prepared:
+    """An item's images as they go to the daemon (made on the files thread)."""
+
+    content: RawImage
+    styles: list[RawImage]
+    init: RawImage | None
+    bit_depth: int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 "every path after it"
             )
     # Everything is checked before OUTDIR is made: a typo leaves no empty folder behind.
-    items = plan(args.inputs, args.output_dir, "." + args.format.lstrip("."))
+    items = plan(args.inputs, args.output_dir, images.output_suffix(args.format))
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise BadInput(f"-o {args.output_dir}: not a folder")
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"brushwork: {skipped} of {len(items)} outputs exist: skipped", file=sys.stderr)
     if not todo:
         return 0
-    styles = [_raw(images.load(p)) for p in args.style]
-    init = _raw(images.load(args.init)) if settings.init == "image" else None
+    styles = [images.load(p) for p in args.style]
+    init = images.load(args.init) if settings.init == "image" else None
 
     with _daemon(args) as client:
         failures = Batch(client, settings, styles, init, len(items), args.jpeg_quality).run(todo)
@@ -167,8 +178,8 @@ class Batch:
         self,
         client: Client,
         settings: Settings,
-        styles: list[RawImage],
-        init: RawImage | None,
+        styles: list[np.ndarray],
+        init: np.ndarray | None,
         total: int,
         jpeg_quality: int,
     ) -> None:
@@ -188,10 +199,10 @@ class Batch:
         self.order: deque[int] = deque()  # indices still to report, in input order
         self.shown_job: str | None = None
         self.in_flight = max(1, len(client.info().workers)) + 1
+        self.retry_at = 0.0  # while the daemon's queue is full: when to submit again
+        self.retry_wait = RETRY_FIRST
 
     def run(self, todo: list[Item]) -> list[tuple[Item, str]]:
-        from brushwork import images
-
         self.order.extend(item.index for item in todo)
         self.count = len(todo)
         waiting = deque(todo)
@@ -199,19 +210,33 @@ class Batch:
         loads: dict[int, Future] = {}
         with ThreadPoolExecutor(1, thread_name_prefix="brushwork-files") as files:
             self.files = files
+
+            def load(item: Item) -> Future:
+                if item.index not in loads:
+                    loads[item.index] = files.submit(self._prepare, item.source)
+                return loads[item.index]
+
             try:
                 while waiting or running:
                     for item in list(waiting)[: self.in_flight]:  # read ahead
-                        if item.index not in loads:
-                            loads[item.index] = files.submit(images.load, item.source)
+                        load(item)
                     while waiting and len(running) < self.in_flight:
-                        if running and not loads[waiting[0].index].done():
+                        if running and not load(waiting[0]).done():
                             break  # listen to the running jobs while it loads
-                        item = waiting.popleft()
-                        if self._submit(item, loads.pop(item.index)):
+                        if time.monotonic() < self.retry_at:
+                            break  # the daemon's queue was full a moment ago
+                        item = waiting[0]
+                        submitted = self._submit(item, load(item))
+                        if submitted is None:
+                            break  # queue full: it stays first in line
+                        waiting.popleft()
+                        del loads[item.index]
+                        if submitted:
                             running[item.job] = item
                     if running:
                         self._handle(self.client.next_event(running), running)
+                    elif waiting:
+                        time.sleep(max(0.0, self.retry_at - time.monotonic()))
                     self._collect_saves(block=False)
             except BaseException:
                 for job in running:  # leave nothing running for a batch that is gone
@@ -223,18 +248,48 @@ class Batch:
             self._collect_saves(block=True)
         return self.failures
 
-    def _submit(self, item: Item, load: Future) -> bool:
+    def _prepare(self, source: Path) -> Prepared:
+        """Read an input and fit it and the styles to the job's sizes (remote.fit_inputs)."""
+        from brushwork import images
+        from brushwork.remote import fit_inputs
+
+        content = images.load(source)
+        fitted, styles, init = fit_inputs(content, self.styles, self.settings, self.init)
+        return Prepared(
+            _raw(fitted),
+            [_raw(s) for s in styles],
+            None if init is None else _raw(init),
+            8 if content.dtype == "uint8" else 16,
+        )
+
+    def _submit(self, item: Item, load: Future) -> bool | None:
+        """True once the daemon accepted the item's job; False if it failed (listed); None
+        if the daemon's queue is full (try again after retry_at)."""
         try:
-            content = load.result()
-            item.bit_depth = 8 if content.dtype == "uint8" else 16
+            prepared = load.result()
+            item.bit_depth = prepared.bit_depth
             item.job = self.client.submit(
-                _raw(content), self.styles, self.settings, init=self.init, output_dtype="f32"
+                prepared.content,
+                prepared.styles,
+                self.settings,
+                init=prepared.init,
+                output_dtype="f32",
             )
         except NoDaemon:
             raise
+        except DaemonError as e:
+            if e.code != QUEUE_FULL:
+                self._fail(item, str(e))
+                return False
+            if self.retry_wait == RETRY_FIRST:
+                self.display.write("brushwork: the daemon's queue is full: waiting for room")
+            self.retry_at = time.monotonic() + self.retry_wait
+            self.retry_wait = min(RETRY_MOST, 2 * self.retry_wait)
+            return None
         except BrushworkError as e:  # unreadable file, too large, bad input...
             self._fail(item, str(e))
             return False
+        self.retry_wait = RETRY_FIRST
         item.started = time.monotonic()
         return True
 
