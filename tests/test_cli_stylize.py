@@ -136,7 +136,9 @@ def test_stylize_on_a_daemon_by_host_and_port_names_its_job_and_saves_steps(
         "--seed", "-1",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    job = re.search(r"as job ([0-9a-f]{32}) \(`brushwork cancel \1` stops it\)", r.stderr)
+    job = re.search(
+        r"as job ([0-9a-f]{32}) \(`brushwork cancel \1 --token [\w-]{43}` stops it\)", r.stderr
+    )
     assert job, r.stderr
     assert [line.split(":")[0] for line in r.stderr.splitlines() if "Step" in line] == [
         f"Step {i} of 4" for i in range(1, 5)

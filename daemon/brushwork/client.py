@@ -37,7 +37,6 @@ the process) stops the heartbeats, and the daemon cancels the job within a few s
 from __future__ import annotations
 
 import os
-import secrets
 import time
 import uuid
 from collections import deque
@@ -283,7 +282,7 @@ class Client:
         job = job or new_job_id()
         # Chosen here, not by the daemon, so that a retry whose `accepted` was lost still
         # proves the job is ours.
-        token = token or self._tokens.get(job) or secrets.token_urlsafe(32)
+        token = token or self._tokens.get(job) or protocol.new_token()
         request = SubmitRequest(
             ref=_ref(),
             job=job,

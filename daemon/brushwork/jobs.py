@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import secrets
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from brushwork.protocol import ErrorReply, ResultReply, SubmitRequest
+from brushwork.protocol import ErrorReply, ResultReply, SubmitRequest, new_token
 
 Peer = tuple[int, bytes]  # (index of the ROUTER socket, routing id of the client)
 
@@ -46,10 +45,6 @@ class Caller:
 
     peer: Peer
     key: str | None = None
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 @dataclass(eq=False)

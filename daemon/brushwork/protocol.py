@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import re
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -79,6 +80,11 @@ _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # A job's secret: what proves that a request comes from the job's submitter (at least 128 bits
 # of base64url; `secrets.token_urlsafe(32)` makes one).
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{22,128}")
+
+
+def new_token() -> str:
+    """A fresh job token (256 bits)."""
+    return secrets.token_urlsafe(32)
 
 
 class ProtocolError(BrushworkError):

@@ -113,11 +113,13 @@ class RemoteEngine:
         preview_side: int = 256,
         cancel: CancelToken | None = None,
         job: str | None = None,
+        token: str | None = None,
     ) -> Result:
         """Like Engine.stylize: float32 (H, W, 3|4) result; progress gets engine Progress
         objects (a preview comes as a second one for the same iteration); a set `cancel`
         cancels the job (DaemonError code "cancelled"), and so does an exception such as
-        Ctrl-C. `job`: the job id to submit under (default: a new one)."""
+        Ctrl-C. `job`, `token`: the job id to submit under and its secret (default: new
+        ones; Client.token(job) tells it)."""
         from brushwork.engine import Result
 
         content, styles, init_image = fit_inputs(content, styles, settings, init_image)
@@ -132,6 +134,7 @@ class RemoteEngine:
             preview_every=preview_every,
             preview_size=preview_side,
             job=job,
+            token=token,
         )
         return Result(
             image=np.array(pixels.to_array(result.image)),  # own the memory: writable

@@ -27,7 +27,7 @@ import zmq
 from brushwork import __version__, curve, protocol
 from brushwork import pool as pools
 from brushwork.errors import BrushworkError
-from brushwork.jobs import Caller, Job, JobQueue, Peer, QueueFull, fingerprint, job_error, new_token
+from brushwork.jobs import Caller, Job, JobQueue, Peer, QueueFull, fingerprint, job_error
 from brushwork.pool import Pool
 from brushwork.protocol import (
     AcceptedReply,
@@ -44,6 +44,7 @@ from brushwork.protocol import (
     ResultReply,
     StatusReply,
     SubmitRequest,
+    new_token,
 )
 from brushwork.worker import one_line
 

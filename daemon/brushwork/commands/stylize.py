@@ -150,7 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     remote.add_server_arguments(p)
     p.epilog = (
         "--device and --weights apply in-process; a daemon uses its own. On a daemon the "
-        "job id is printed: `brushwork cancel ID` stops it from another shell."
+        "job id and its token are printed: `brushwork cancel ID --token TOKEN` stops it from "
+        "another shell."
     )
     p.set_defaults(run=run)
 
@@ -175,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from brushwork import images
     from brushwork.client import new_job_id
     from brushwork.engine import output_size
+    from brushwork.protocol import new_token
     from brushwork.report import ProgressDisplay
 
     settings = settings_from_args(args, len(args.styles))
@@ -194,10 +196,10 @@ def run(args: argparse.Namespace) -> int:
         engine = Engine(weights=args.weights, device=args.device)
         where = f"in-process on {engine.device}"
     else:
-        job = {"job": new_job_id()}
+        job = {"job": new_job_id(), "token": new_token()}  # the token: proof the job is ours
         where = (
             f"on the daemon at {engine.endpoint} ({engine.device}) as job {job['job']} "
-            f"(`brushwork cancel {job['job']}` stops it)"
+            f"(`brushwork cancel {job['job']} --token {job['token']}` stops it)"
         )
     print(f"brushwork: stylizing {where}", file=sys.stderr)
     display = ProgressDisplay(sys.stderr, args.print_every)
