@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from brushwork import xdg
 from brushwork.client import Client, NoDaemon
 
 START_TIMEOUT = 120.0  # python + torch import + weights load, on a slow CI machine
@@ -46,6 +47,14 @@ class Daemon:
 
     def output(self) -> str:
         return self.output_file.read_text(errors="replace")
+
+    def state(self) -> Path:
+        """The daemon's state folder ($XDG_STATE_HOME/brushwork): its operator tokens."""
+        return self.log_file.parent / "brushwork"
+
+    def operator_token(self) -> str:
+        """What lets the user running the daemon list and cancel every job on it."""
+        return xdg.operator_token_file(self.endpoint, self.state()).read_text()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send `sig`, wait for the exit, return the exit status (fails the test on a hang)."""

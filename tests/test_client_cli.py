@@ -69,7 +69,7 @@ def test_cancel_command_stops_a_running_job(daemon):
         job = client.submit(noise(), [noise(32, 32)], ENDLESS)
         token = client.token(job)
         refused = brushwork("cancel", job, "--server", daemon.endpoint)
-        assert refused.returncode == 1
+        assert refused.returncode == 4
         assert refused.stderr == (
             f"brushwork: error: job {job!r} belongs to another client; acting on it needs the "
             "token its submitter received\n"

@@ -357,12 +357,14 @@ HIGH_STEPS = logic.quality_steps("high")[0]  # only the "cancelled" case runs th
 
 
 def _cancel_when_running(daemon, total: int, done: threading.Event) -> None:
-    """Cancel the job of `total` steps once it has done 10, as `brushwork cancel` would."""
+    """Cancel the job of `total` steps once it has done 10, as `brushwork cancel` run by the
+    daemon's user would (the plug-in's job is not ours: the operator token lets us)."""
+    operator = daemon.operator_token()
     with daemon.client() as client:
         while not done.is_set():
-            for job in client.info().queue:
+            for job in client.info(operator).queue:
                 if job["total"] == total and job["state"] == "running" and job["iteration"] >= 10:
-                    client.cancel(job["id"])
+                    client.cancel(job["id"], operator)
                     return
             time.sleep(0.2)
 

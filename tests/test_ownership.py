@@ -4,6 +4,8 @@ CURVE key, can neither take its events, resubmit it, cancel it nor learn its id.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 import threading
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from brushwork import protocol
+from brushwork import protocol, xdg
 from brushwork.client import Client, DaemonError
 from brushwork.protocol import ProgressReply, ResultReply
 from daemon_helpers import ENDLESS, TINY, header, noise, raw_exchange
@@ -199,3 +201,28 @@ def test_with_curve_a_job_stays_with_its_submitters_key(curve_daemon):
         again.attach(job, token)
         result = again.wait(job)
     assert result.iterations == SLOW.iterations
+
+
+def test_the_user_running_the_daemon_may_list_and_cancel_any_job(daemon):
+    """`serve` leaves an operator token in a 0600 file in its state folder: `brushwork info`
+    and `brushwork cancel` run by that user (same state folder) see and cancel every job."""
+    token_file = xdg.operator_token_file(daemon.endpoint, daemon.state())
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    owner = Waiting(daemon, ENDLESS)
+    as_operator = {**os.environ, "XDG_STATE_HOME": str(daemon.state().parent)}
+
+    def brushwork(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "brushwork", *args, "--server", daemon.endpoint]
+        return subprocess.run(command, capture_output=True, text=True, env=as_operator)
+
+    listed = json.loads(brushwork("info", "--json").stdout)["queue"]
+    assert {"id": owner.job, "mine": True} in [{k: j[k] for k in ("id", "mine")} for j in listed]
+    done = brushwork("cancel", owner.job)
+    assert done.returncode == 0 and done.stderr == f"brushwork: job {owner.job} cancelled\n"
+    error = owner.outcome()
+    assert isinstance(error, DaemonError) and error.code == protocol.CANCELLED
+    with daemon.client() as other:  # the token takes no job's events
+        other.attach(owner.job, daemon.operator_token())
+        with pytest.raises(DaemonError) as e:
+            list(other.events(owner.job))
+        assert e.value.code == protocol.NOT_OWNER

@@ -235,9 +235,10 @@ class Client:
         self._limits = reply
         return reply
 
-    def info(self) -> InfoReply:
-        """Version, device, memory, weights and the job queue."""
-        reply = self._request(InfoRequest(ref=_ref()))
+    def info(self, token: str | None = None) -> InfoReply:
+        """Version, device, memory, weights and the job queue (other clients' jobs unnamed,
+        unless `token` is the daemon's operator token)."""
+        reply = self._request(InfoRequest(ref=_ref(), token=token))
         assert isinstance(reply, InfoReply)
         return reply
 
@@ -248,7 +249,7 @@ class Client:
 
     def status(self, job: str, token: str | None = None) -> StatusReply:
         """A job's state. Only for its owner: this client if it submitted the job, else
-        whoever gives its token."""
+        whoever gives its token (or the daemon's operator token)."""
         reply = self._request(StatusRequest(ref=_ref(), job=job, token=token or self.token(job)))
         assert isinstance(reply, StatusReply)
         return reply

@@ -163,6 +163,7 @@ class HelloRequest(Message):
 @dataclass(frozen=True, kw_only=True)
 class InfoRequest(Message):
     TYPE: ClassVar[str] = "info"
+    token: str | None = None  # the daemon's operator token: every job is listed by name
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -72,6 +72,17 @@ def fit_inputs(
     return fit(content, out), fitted_styles, None if init is None else fit(init, out)
 
 
+def operator_token(endpoint: str) -> str | None:
+    """The operator token a daemon at `endpoint` left for the user running it, if this user
+    can read it (xdg.operator_token_file)."""
+    from brushwork import xdg
+
+    try:
+        return xdg.operator_token_file(endpoint).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def client_from_args(args: argparse.Namespace, timeout: float = 10.0) -> Client:
     return Client(
         args.server, timeout=timeout, server_key=args.server_key, client_key=args.client_key

@@ -10,6 +10,7 @@ poller (ZeroMQ sockets are not thread-safe, so only the socket thread touches th
 from __future__ import annotations
 
 import contextlib
+import hmac
 import ipaddress
 import logging
 import math
@@ -152,6 +153,9 @@ class Server:
     ) -> None:
         self.limits = limits
         self.socket_mode = socket_mode
+        # Whoever shows it may list and cancel every job (`serve` leaves it in a 0600 file
+        # for the user who runs the daemon); it takes no job's events.
+        self.operator_token = new_token()
         self.context = zmq.Context()
         self.sockets: list[zmq.Socket] = []
         self.endpoints: list[str] = []
@@ -315,7 +319,7 @@ class Server:
         if isinstance(request, HelloRequest):
             return self._hello(HelloReply)
         if isinstance(request, InfoRequest):
-            return self._info(caller)
+            return self._info(caller, self._operator(request.token))
         if isinstance(request, SubmitRequest):
             return self._submit(caller, request)
         if isinstance(request, HeartbeatRequest):
@@ -325,7 +329,7 @@ class Server:
             return ErrorReply(
                 code=protocol.UNKNOWN_JOB, message=f"no job {request.job!r}", job=request.job
             )
-        if not job.owned_by(caller, request.token):
+        if not (job.owned_by(caller, request.token) or self._operator(request.token)):
             log.warning("%s refused: %s is not job %s's owner", request.TYPE, _who(caller), job.id)
             return job_error(
                 job.id,
@@ -370,7 +374,12 @@ class Server:
             **extra,
         )
 
-    def _info(self, caller: Caller) -> InfoReply:
+    def _operator(self, token: str | None) -> bool:
+        return token is not None and hmac.compare_digest(
+            token.encode(), self.operator_token.encode()
+        )
+
+    def _info(self, caller: Caller, operator: bool) -> InfoReply:
         total, free = self._pool.memory()
         return self._hello(
             InfoReply,
@@ -379,7 +388,7 @@ class Server:
             weights=self._pool.weights,
             uptime=time.time() - self._started,
             queue=[
-                j.summary(self.queue.position(j), mine=j.owned_by(caller, None))
+                j.summary(self.queue.position(j), mine=operator or j.owned_by(caller, None))
                 for j in self.jobs.values()
             ],
             workers=self._pool.workers(),

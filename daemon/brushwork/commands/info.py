@@ -12,7 +12,7 @@ import time
 
 from brushwork.client import DaemonError, NoDaemon
 from brushwork.errors import BrushworkError
-from brushwork.remote import add_server_arguments, client_from_args
+from brushwork.remote import add_server_arguments, client_from_args, operator_token
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         with client_from_args(args, timeout=3.0) as client:
-            info = client.info()
+            # The user running the daemon sees every job by name; anyone else only theirs.
+            info = client.info(operator_token(client.endpoint))
             endpoint = client.endpoint
     except BrushworkError as e:
         if not args.json:

@@ -125,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
         socket_mode=args.socket_mode,
     )
     _stop_on_signals(stop)  # again: ray.init installs a SIGTERM handler that kills the process
+    tokens = _leave_operator_token(server.operator_token, server.endpoints)
     try:
         server.serve(pool, stop)
     finally:
+        for path in tokens:
+            path.unlink(missing_ok=True)
         server.close()
         pool.close()
     return 0
@@ -136,6 +139,19 @@ def run(args: argparse.Namespace) -> int:
 def _stop_on_signals(stop: threading.Event) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # serve() notices within 0.1 s
+
+
+def _leave_operator_token(token: str, endpoints: list[str]) -> list[Path]:
+    """The operator token in a 0600 file per endpoint: `brushwork info` and `brushwork cancel`
+    run by this user find it there and may list and cancel every job."""
+    paths = [xdg.operator_token_file(e) for e in endpoints]
+    for path in paths:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+    return paths
 
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
