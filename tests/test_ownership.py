@@ -129,11 +129,12 @@ def test_info_names_only_the_askers_jobs(daemon):
     with daemon.client() as owner, daemon.client() as other:
         job = owner.submit(noise(), [noise(32, 32)], ENDLESS)
         first_progress(owner, job)
-        mine = [j for j in owner.info().queue if j["id"] == job]
-        theirs = other.info().queue
+        mine, theirs = owner.info(), other.info()
         owner.cancel(job)
-    assert len(mine) == 1 and mine[0]["mine"] is True
+    assert [j["mine"] for j in mine.queue if j["id"] == job] == [True]
+    assert [w["job"] for w in mine.workers] == [job]  # the worker running it, named
     assert job not in str(theirs) and owner.token(job) not in str(theirs)
+    theirs = theirs.queue
     assert any(j["state"] == "running" and j["id"] is None and not j["mine"] for j in theirs)
 
 

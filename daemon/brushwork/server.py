@@ -380,7 +380,9 @@ class Server:
         )
 
     def _info(self, caller: Caller, operator: bool) -> InfoReply:
+        """Every job and worker, but only the asker's jobs by name (all for the operator)."""
         total, free = self._pool.memory()
+        mine = {j.id for j in self.jobs.values() if operator or j.owned_by(caller, None)}
         return self._hello(
             InfoReply,
             device_name=self._pool.device_name,
@@ -388,10 +390,11 @@ class Server:
             weights=self._pool.weights,
             uptime=time.time() - self._started,
             queue=[
-                j.summary(self.queue.position(j), mine=operator or j.owned_by(caller, None))
-                for j in self.jobs.values()
+                j.summary(self.queue.position(j), mine=j.id in mine) for j in self.jobs.values()
             ],
-            workers=self._pool.workers(),
+            workers=[
+                {**w, "job": w["job"] if w["job"] in mine else None} for w in self._pool.workers()
+            ],
         )
 
     def _status(self, job: Job) -> StatusReply:
