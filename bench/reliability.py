@@ -63,7 +63,8 @@ class Daemon:
 
     process: subprocess.Popen
     endpoint: str
-    log_file: Path
+    log_file: Path  # rotates at 1 MB: a fuzz run fills it many times over
+    output_file: Path  # stderr: every log line
     client_options: dict
 
     def client(self, timeout: float = 30.0, **options) -> Client:
@@ -104,9 +105,10 @@ def start_daemon(
         f"tcp://{host}:{port}", "--log-file", str(log), *args,
     ]  # fmt: skip
     env = {**os.environ, "XDG_STATE_HOME": str(folder)}
-    with open(folder / f"daemon-{port}.out", "wb") as out:
+    output = folder / f"daemon-{port}.out"
+    with open(output, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    daemon = Daemon(process, f"tcp://127.0.0.1:{port}", log, client_options or {})
+    daemon = Daemon(process, f"tcp://127.0.0.1:{port}", log, output, client_options or {})
     deadline = time.monotonic() + 180
     try:
         with daemon.client(timeout=0.5) as client:
@@ -234,7 +236,8 @@ def fuzz(daemon: Daemon, count: int, seed: int = 0) -> dict:
         "messages_per_s": round(sent / elapsed),
         "daemon_alive": daemon.alive(),
         "answers_info_after": answers,
-        "tracebacks_in_log": daemon.log_file.read_text().count("Traceback"),
+        "tracebacks_in_log": daemon.output_file.read_text().count("Traceback"),
+        "errors_in_log": daemon.output_file.read_text().count(" ERROR "),
         "rss_before_mb": round(rss_before / 1e6),
         "rss_after_mb": round(daemon.rss() / 1e6),
     }
@@ -564,8 +567,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    stem = args.out / f"reliability-cpu-{time.strftime('%Y-%m-%d')}"
+    results = {}
+    if not args.quick and args.only != names and stem.with_suffix(".json").exists():
+        results = json.loads(stem.with_suffix(".json").read_text())  # rerun some: keep the rest
     with tempfile.TemporaryDirectory(prefix="brushwork-reliability-") as tmp:
-        results = run_all(Path(tmp), sizes, args.only)
+        results.update(run_all(Path(tmp), sizes, args.only))
     header = (
         f"brushwork {__version__}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}" + (" (quick)" if args.quick else "")
@@ -573,7 +580,6 @@ def main() -> int:
     text = markdown(results, header)
     print(text)
     if not args.quick:
-        stem = args.out / f"reliability-cpu-{time.strftime('%Y-%m-%d')}"
         stem.with_suffix(".md").write_text(text + "\n")
         stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     return 0

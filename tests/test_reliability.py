@@ -35,7 +35,7 @@ def test_every_fuzzed_message_is_answered_and_the_daemon_lives(daemon):
     figures = reliability.fuzz(daemon, 2000, seed=1)
     assert figures["replies"] == figures["messages"] == 2000
     assert figures["daemon_alive"] and figures["answers_info_after"]
-    assert figures["tracebacks_in_log"] == 0
+    assert figures["tracebacks_in_log"] == figures["errors_in_log"] == 0
     assert "internal" not in figures["replies_by_code"]
 
 
