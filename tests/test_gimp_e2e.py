@@ -446,8 +446,8 @@ def dialog_session(gimp, daemon) -> dict:
     assert pressed.count("pressed OK") == 2, f"no dialog to press OK in: {pressed}"
     assert "pressed Cancel at" in pressed, f"no progress window to cancel: {pressed}"
     report["cancel_button"]["pressed"] = float(pressed.split("pressed Cancel at")[1].split()[0])
-    with daemon.client() as client:
-        report["cancel_button"]["jobs"] = client.info().queue
+    with daemon.client() as client:  # as the daemon's user: the plug-in's jobs by name
+        report["cancel_button"]["jobs"] = client.info(daemon.operator_token()).queue
     return report
 
 
