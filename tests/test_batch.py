@@ -29,6 +29,12 @@ def brushwork(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
+def batch_folder(inputs: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`brushwork batch` of the folder inputs/in, styled by inputs/style.jpg, into inputs/out."""
+    style, out = str(inputs / "style.jpg"), str(inputs / "out")
+    return brushwork("batch", str(inputs / "in"), "--style", style, "-o", out, *extra)
+
+
 @pytest.fixture
 def inputs(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
@@ -80,10 +86,7 @@ def test_batch_lists_failures_and_exits_1_but_writes_the_rest(daemon, inputs):
         (inputs / "in" / f"{name}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     Image.fromarray(np.zeros((1200, 1000, 3), np.uint8)).save(inputs / "in" / "huge.png")
     out = inputs / "out"
-    done = brushwork(
-        "batch", str(inputs / "in"), "--style", str(inputs / "style.jpg"), "-o", str(out),
-        "--server", daemon.endpoint, *FAST,
-    )  # fmt: skip
+    done = batch_folder(inputs, "--server", daemon.endpoint, *FAST)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "huge.png"]
     assert images.load(out / "huge.png").shape == (40, 33, 3)
@@ -97,10 +100,7 @@ def test_batch_lists_failures_and_exits_1_but_writes_the_rest(daemon, inputs):
 
 
 def test_batch_refuses_a_format_that_is_a_path(inputs):
-    done = brushwork(
-        "batch", str(inputs / "in"), "--style", str(inputs / "style.jpg"), "-o",
-        str(inputs / "out"), "--format", "../evil",
-    )  # fmt: skip
+    done = batch_folder(inputs, "--format", "../evil")
     assert done.returncode == 2
     assert done.stderr == (
         "brushwork: error: --format '../evil': not an image format (use png, jpg, tif, webp...)\n"
@@ -178,10 +178,7 @@ def test_batch_without_a_daemon_runs_one_in_process(inputs, weights_file, tmp_pa
 
 
 def test_batch_with_an_explicit_server_that_is_down_fails(inputs):
-    done = brushwork(
-        "batch", str(inputs / "in"), "--style", str(inputs / "style.jpg"), "-o",
-        str(inputs / "out"), "--server", "tcp://127.0.0.1:9",
-    )  # fmt: skip
+    done = batch_folder(inputs, "--server", "tcp://127.0.0.1:9")
     assert done.returncode == 3
     assert (
         done.stderr.strip()

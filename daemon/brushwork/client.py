@@ -337,24 +337,22 @@ class Client:
             if message is None or message.ref is not None:  # a late reply to a timed-out call
                 continue
             if isinstance(message, HeartbeatReply):
-                for job in set(message.unknown) & set(jobs):
-                    return self._ended(
-                        ErrorReply(
-                            code=protocol.UNKNOWN_JOB,
-                            message=f"the daemon at {self.endpoint} no longer knows job {job} "
-                            "(was it restarted?)",
-                            job=job,
-                        )
-                    )
-                for job in set(message.refused) & set(jobs):
-                    return self._ended(
-                        ErrorReply(
-                            code=protocol.NOT_OWNER,
-                            message=f"job {job} on the daemon at {self.endpoint} belongs to "
-                            "another client (this one lacks its token)",
-                            job=job,
-                        )
-                    )
+                lost = (  # jobs the daemon does not know, or will not give this client
+                    (
+                        protocol.UNKNOWN_JOB,
+                        message.unknown,
+                        "no longer knows job {} (was it restarted?)",
+                    ),
+                    (
+                        protocol.NOT_OWNER,
+                        message.refused,
+                        "says job {} belongs to another client (this one lacks its token)",
+                    ),
+                )
+                for code, named, says in lost:
+                    for job in set(named) & set(jobs):
+                        text = f"the daemon at {self.endpoint} {says.format(job)}"
+                        return self._ended(ErrorReply(code=code, message=text, job=job))
                 continue
             job = getattr(message, "job", None)
             if job in jobs:

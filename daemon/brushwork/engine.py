@@ -201,6 +201,9 @@ def tile_for(settings: Settings, height: int, width: int, per_px: int, budget: f
     return max(64, side)
 
 
+Size = tuple[int, int]  # (H, W) of an image
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """What a job will hold at its peak, in bytes: `fixed` whole-image buffers (they grow with
@@ -219,12 +222,12 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    content: tuple[int, int],
-    styles: Sequence[tuple[int, int]],
+    content: Size,
+    styles: Sequence[Size],
     settings: Settings,
     dtype: torch.dtype,
     budget: float,
-    init: tuple[int, int] | None = None,
+    init: Size | None = None,
 ) -> MemoryEstimate:
     """Peak memory of Engine.stylize for images of these (H, W) sizes, with the engine's own
     pyramid, style sizes and tiles (`budget`: the tile budget in bytes)."""
@@ -327,11 +330,7 @@ class Engine:
         return tile_for(settings, height, width, per_px, self.tile_budget())
 
     def estimate(
-        self,
-        content: tuple[int, int],
-        styles: Sequence[tuple[int, int]],
-        settings: Settings,
-        init: tuple[int, int] | None = None,
+        self, content: Size, styles: Sequence[Size], settings: Settings, init: Size | None = None
     ) -> MemoryEstimate:
         """Peak memory of stylize() for images of these (H, W) sizes, on this engine now."""
         return estimate_memory(

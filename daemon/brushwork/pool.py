@@ -25,6 +25,7 @@ from brushwork.engine import (
     MEMORY_FRACTION,
     Engine,
     MemoryEstimate,
+    Size,
     device_memory,
     estimate_memory,
     pick_device,
@@ -62,18 +63,21 @@ class Pool:
         raise NotImplementedError
 
     def estimate(
-        self,
-        content: tuple[int, int],
-        styles: Sequence[tuple[int, int]],
-        settings: Settings,
-        init: tuple[int, int] | None = None,
+        self, content: Size, styles: Sequence[Size], settings: Settings, init: Size | None = None
     ) -> MemoryEstimate:
         """Peak memory of one job on a worker (the engine's estimate), checked against the
-        daemon's budget before a job is accepted. Here fp32 passes (bf16 needs less) and the
-        memory a worker has now; a pool that knows its engine says exactly."""
+        daemon's budget before a job is accepted."""
+        dtype, budget = self._estimate_basis()
+        return estimate_memory(content, styles, settings, dtype, budget, init)
+
+    def _estimate_basis(self) -> tuple[torch.dtype, float]:
+        """(compute dtype, tile budget in bytes) of a worker's engine now. Here fp32 passes
+        (bf16 needs less) and the memory a worker has now; a pool that knows its engine says
+        exactly."""
         total, free = self.memory()
-        budget = MEMORY_FRACTION * min(total if free is None else free, self.memory_limit)
-        return estimate_memory(content, styles, settings, torch.float32, budget, init)
+        return torch.float32, MEMORY_FRACTION * min(
+            total if free is None else free, self.memory_limit
+        )
 
     def load(self) -> None:
         """Get the workers ready (load the model); called once the daemon has bound."""
@@ -164,16 +168,10 @@ class LocalPool(Pool):
         )
         self.weights = str(path)
 
-    def estimate(
-        self,
-        content: tuple[int, int],
-        styles: Sequence[tuple[int, int]],
-        settings: Settings,
-        init: tuple[int, int] | None = None,
-    ) -> MemoryEstimate:
+    def _estimate_basis(self) -> tuple[torch.dtype, float]:
         if self._engine is None:
-            return super().estimate(content, styles, settings, init)
-        return self._engine.estimate(content, styles, settings, init)
+            return super()._estimate_basis()
+        return self._engine.compute_dtype, self._engine.tile_budget()
 
     def _describe(self, worker: int) -> dict[str, Any]:
         return {
