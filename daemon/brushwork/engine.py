@@ -494,6 +494,41 @@ def _as_rgb(x: torch.Tensor) -> torch.Tensor:
 Features = Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]]
 
 
+class _Pixels:
+    """What the optimiser moves (`leaf`) and the image it stands for: here the pixels
+    themselves, kept in [0, 1]."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.leaf = x.detach().float().contiguous().clone().requires_grad_(True)
+
+    def pixels(self) -> torch.Tensor:
+        return self.leaf
+
+    def clamp_(self) -> None:
+        self.leaf.clamp_(0, 1)
+
+
+class _Scaled:
+    """For a tile: the optimiser moves v (from 0), the image is x = x0 + free * v, so a step
+    moves each pixel in proportion to its scale in `free`, and not at all where that is 0. A
+    change of variables rather than a gradient scaled pixel by pixel: that is the gradient of
+    no function, and L-BFGS's curvature pairs would then mix two problems. The bounds on v
+    keep x in [0, 1]."""
+
+    def __init__(self, x: torch.Tensor, free: torch.Tensor) -> None:
+        self.start = x.detach().float().contiguous().clone()
+        self.free = free.to(self.start)
+        self.leaf = torch.zeros_like(self.start).requires_grad_(True)
+        inverse = torch.where(self.free > 0, 1 / self.free, 0).expand_as(self.start)
+        self.low, self.high = -self.start * inverse, (1 - self.start) * inverse
+
+    def pixels(self) -> torch.Tensor:
+        return torch.addcmul(self.start, self.free, self.leaf)
+
+    def clamp_(self) -> None:
+        torch.clamp(self.leaf, self.low, self.high, out=self.leaf)
+
+
 class _Run:
     """State of one stylize() call across scales and tiles: iterations, progress, cancel."""
 
@@ -576,8 +611,8 @@ class _Run:
         free: torch.Tensor | None = None,
         content_density: float | None = None,
     ) -> torch.Tensor:
-        """`steps` optimiser steps on x; `preview` maps x to the image a preview shows; only
-        pixels where `free` is 1 move (L-BFGS then stays in that subspace exactly);
+        """`steps` optimiser steps on x; `preview` maps x to the image a preview shows;
+        `free` (tiles) scales each pixel's steps, 0 holding it fixed (_Scaled); and
         `content_density` normalises the content term as for the whole image (tiles)."""
         s = self.settings
         with torch.no_grad():
@@ -588,15 +623,16 @@ class _Run:
             for name, w in zip(s.style_layers, s.layer_weights(), strict=True)
         }
         layers = {s.content_layer, *s.style_layers}
-        x = x.detach().float().contiguous().clone().requires_grad_(True)
+        v = _Scaled(x, free) if free is not None else _Pixels(x)
         # L-BFGS: one function evaluation per step (no line search), so cancel and progress run
         # every iteration; the curvature history lives for one scale (or tile).
-        opt = LBFGS(x, LBFGS_HISTORY) if s.optimizer == "lbfgs" else None
-        adam = torch.optim.Adam([x], lr=s.learning_rate) if opt is None else None
+        opt = LBFGS(v.leaf, LBFGS_HISTORY) if s.optimizer == "lbfgs" else None
+        adam = torch.optim.Adam([v.leaf], lr=s.learning_rate) if opt is None else None
 
         def iterate() -> dict[str, torch.Tensor]:
             """One evaluation of J and one optimiser step: tensor ops only, no host sync."""
-            x.grad = None
+            v.leaf.grad = None
+            x = v.pixels()
             acts = self.features(x, layers)
             terms = {
                 "content": losses.content_loss(
@@ -607,19 +643,18 @@ class _Run:
             }
             terms["total"] = terms["content"] + terms["style"] + terms["tv"]
             terms["total"].backward()
-            if free is not None:
-                x.grad.mul_(free)
             with torch.no_grad():
                 if opt is not None:
-                    opt.step(x.grad)
+                    opt.step(v.leaf.grad)
                 else:
                     adam.step()
-                x.clamp_(0, 1)
+                v.clamp_()
             return terms
 
         self.step_pixels = x.shape[-2] * x.shape[-1]
-        self.run_steps(iterate, steps, lambda: x if preview is None else preview(x))
-        return x.detach()
+        shown = v.pixels if preview is None else lambda: preview(v.pixels())
+        self.run_steps(iterate, steps, shown)
+        return v.pixels().detach()
 
     def run_steps(
         self,
@@ -656,8 +691,9 @@ class _Run:
         tiles: list[tiling.Tile],
         overlap: int,
     ) -> torch.Tensor:
-        """`steps` steps per tile on the pixels it owns (tiling.Canvas); the level's losses
-        are the tiles' final losses weighted by area."""
+        """`steps` steps per tile, in order, each from the pixels the tiles before it left and
+        with their finished pixels held (tiling.Canvas); the level's losses are the tiles'
+        final losses weighted by area."""
         canvas = tiling.Canvas(x, tiles, ramp=overlap)
         content = content.cpu()
         density = self._content_density(content, tiles, x.device)
@@ -666,7 +702,7 @@ class _Run:
             out = self.optimize(
                 canvas.read(tile).to(x.device), tile.of(content).to(x.device), grams, steps,
                 preview=lambda t, tile=tile, i=i: canvas.pasted(tile, i, t),
-                free=canvas.owned(tile, i).to(x.device), content_density=density,
+                free=canvas.free(tile, i).to(x.device), content_density=density,
             )  # fmt: skip
             canvas.add(tile, i, out)
             for k, v in self.last_losses.items():

@@ -4,12 +4,14 @@ Every tile is optimised against the GLOBAL style targets. The Gram matrices are 
 the layer's size (losses.gram), so a tile's Gram estimates the same statistics as the whole
 image's, and the style targets themselves can be summed tile by tile (`tiled_grams`).
 
-Seams come from three places: a tile's border sees the convolution's zero padding; two tiles
-that start from the same blurry image grow textures of different phase, which average to mush
-in a blend band; and pixels optimised by two tiles get twice the steps, so the band's texture is
-stronger than the rest. Canvas answers all three (see its docstring): raised-cosine ramps over
-the overlap decide which tile owns each pixel, a tile optimises only its own pixels with its
-neighbours' as context, and nothing is averaged.
+Tiles run one after another, as block coordinate descent on the whole image: raised-cosine
+ramps over the overlaps decide which tile owns (finishes) each pixel, and nothing is averaged
+(two tiles grow textures of different phase, which average to mush). Where one tile hands over
+to the next, three things left a one-pixel line (bench/seams.py measures it): pixels of later
+tiles held fixed as context, whose loss only the tile's last row could answer, so that row was
+overdriven; a later tile restarting from pixels an earlier tile had already moved past; and a
+later tile's steps stopping dead at the finished pixels. Canvas answers all three (see its
+docstring).
 """
 
 from __future__ import annotations
@@ -96,12 +98,14 @@ class Canvas:
     """The full image being built from tiles, on the host.
 
     Each pixel belongs to the tile whose blend weight is largest there (ties: the earlier
-    tile), so the owners split every overlap along the middle of its ramps. A tile optimises
-    its own pixels only; the rest of its window is context: the final pixels of the tiles
-    before it, the starting pixels of the tiles after it. Every pixel thus gets the same number
-    of steps, and a tile's texture grows against its finished neighbours' (the style, content
-    and TV terms all see across the boundary), so it continues theirs instead of being
-    averaged with a texture of another phase.
+    tile), so the owners split every overlap along the middle of its ramps; a pixel is
+    finished once its owner has run. A tile starts from the latest pixels (what earlier tiles
+    finished or moved), moves every pixel of its window that is not finished, and writes back
+    all it moved (`add`): its own pixels are then final, and later tiles start where it left
+    theirs. Its steps fade in from the finished pixels and out towards the window's inner
+    edges (`free`). So no pixel next to a tile's own is held at its starting value (that left
+    a line: the one row in reach of a held strip was driven to make up for it), a tile picks
+    up the texture where the previous one left it, and its steps end smoothly.
     """
 
     def __init__(self, start: torch.Tensor, tiles: list[Tile], ramp: int) -> None:
@@ -114,27 +118,55 @@ class Canvas:
             wins = weight > tile.of(best)
             tile.of(self.owner)[wins] = i
             tile.of(best)[wins] = weight[wins]
+        self.fade = max(1, ramp // 2)  # the owner's boundary to the window's edge, at least
 
     def read(self, tile: Tile) -> torch.Tensor:
         return tile.of(self.pixels).clone()
 
-    def owned(self, tile: Tile, index: int) -> torch.Tensor:
-        """(1, 1, h, w) mask: 1 on the pixels of the tile's window that tile `index` owns."""
-        return (tile.of(self.owner) == index).float()[None, None]
+    def finished(self, tile: Tile, index: int) -> torch.Tensor:
+        """(1, 1, h, w) mask over the tile's window: 1 where a tile before `index` owns."""
+        return (tile.of(self.owner) < index).float()[None, None]
+
+    def free(self, tile: Tile, index: int) -> torch.Tensor:
+        """(1, 1, h, w) step scale of tile `index` over its window: 0 on finished pixels,
+        rising as a raised cosine to 1 at `fade` px from them and from the window's inner
+        edges (pixels beyond do not move with the tile). Distances are taken along the
+        pixel's row and column, which is exact at the straight edges tiles have."""
+        finished = self.finished(tile, index)[0, 0].bool()
+        h, w = self.owner.shape
+        across = _distance(finished, tile.x0 > 0, tile.x1 < w)
+        down = _distance(finished.T, tile.y0 > 0, tile.y1 < h).T
+        near = torch.minimum(across, down).clamp(max=self.fade + 1) / (self.fade + 1)
+        return (0.5 - 0.5 * torch.cos(math.pi * near))[None, None]
 
     def add(self, tile: Tile, index: int, pixels: torch.Tensor) -> None:
-        mine = self.owned(tile, index).bool().expand_as(pixels)
-        tile.of(self.pixels)[mine] = pixels.detach().float().cpu()[mine]
+        """Write tile `index`'s result: every pixel of its window not finished before it."""
+        tile.of(self.pixels).copy_(self._merged(tile, index, pixels))
 
     def pasted(self, tile: Tile, index: int, pixels: torch.Tensor) -> torch.Tensor:
         """The whole image with the tile's current pixels in place: what a preview shows."""
         out = self.pixels.clone()
-        mine = self.owned(tile, index).bool().expand_as(pixels)
-        tile.of(out)[mine] = pixels.detach().float().cpu()[mine]
+        tile.of(out).copy_(self._merged(tile, index, pixels))
         return out
+
+    def _merged(self, tile: Tile, index: int, pixels: torch.Tensor) -> torch.Tensor:
+        finished = self.finished(tile, index).bool().expand_as(pixels)
+        return torch.where(finished, tile.of(self.pixels), pixels.detach().float().cpu())
 
     def image(self) -> torch.Tensor:
         return self.pixels.clone()
+
+
+def _distance(held: torch.Tensor, before: bool, after: bool) -> torch.Tensor:
+    """Pixels from each element of (h, w) bool `held` to the nearest held one in its row (0 on
+    held ones); `before` / `after`: the pixels just beyond the row's ends count as held."""
+    n = held.shape[-1]
+    at = torch.arange(n).expand_as(held)
+    far = 2 * n + 1  # beyond any distance in the row
+    last = torch.where(held, at, -far).cummax(-1).values.clamp(min=-1 if before else -far)
+    next_ = torch.where(held, at, n + far).flip(-1).cummin(-1).values.flip(-1)
+    next_ = next_.clamp(max=n if after else n + far)
+    return torch.minimum(at - last, next_ - at).float()
 
 
 def layer_stride(name: str) -> int:
