@@ -151,12 +151,13 @@ def test_stylize_on_a_daemon_by_host_and_port_names_its_job_and_saves_steps(
 def test_stylize_on_a_pipe_prints_a_line_every_10_steps(tmp_path, pictures, daemon):
     r = brushwork(
         "stylize", *map(str, pictures), "-o", str(tmp_path / "o.png"), "--size", "96",
-        "--iterations", "20", "--scales", "2", "--server", daemon.endpoint,
+        "--iterations", "30", "--scales", "2", "--min-scale", "32", "--server", daemon.endpoint,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stderr.splitlines() if " of " in line and "%" in line]
     assert [line.split(":")[0] for line in lines] == [
-        "Scale 1 of 2, step 10 of 10",
+        "Scale 1 of 2, step 10 of 20",
+        "Scale 1 of 2, step 20 of 20",
         "Scale 2 of 2, step 10 of 10",
     ]
     assert lines[-1].split(": ")[1].startswith("100%")

@@ -35,6 +35,14 @@ def test_match_histogram_moves_style_colours_to_the_contents():
     assert torch.allclose(cov(out), cov(content), atol=2e-3)
 
 
+def test_palette_blends_the_pixels_of_several_images():
+    a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8) * 0.5
+    mean, cov = color.palette([a, b], (0.5, 0.5))
+    both = torch.cat([a, b], dim=3).flatten(2)[0].double()
+    assert torch.allclose(mean[:, 0], both.mean(1))
+    assert torch.allclose(cov, torch.cov(both, correction=0))
+
+
 def test_match_luminance_takes_the_contents_statistics():
     y_s, y_c = torch.rand(1, 1, 20, 20) * 0.3, 0.4 + torch.rand(1, 1, 20, 20) * 0.5
     out = color.match_luminance(y_s, y_c)

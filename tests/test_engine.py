@@ -19,11 +19,14 @@ from brushwork.engine import (
     split_iterations,
 )
 from brushwork.errors import BrushworkError
-from brushwork.settings import Settings
+from brushwork.settings import STYLE_LOSSES, Settings
 from brushwork.vgg import VGGFeatures, random_state_dict
 from engine_helpers import content_image, random_engine, style_image
 
 FAST = Settings(size=0, iterations=4, scales=1)
+# From the content with the seed's weight, the style loss falls steadily on a random-weight VGG
+# (from the palette start the content term first pulls the colours back: real weights test it).
+FALLS = FAST.replace(init="content", style_weight=10)
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +43,26 @@ def test_output_size_keeps_aspect():
 
 
 def test_scale_pyramid_goes_coarse_to_fine_and_drops_tiny_levels():
-    assert scale_sizes(256, 512, 3) == [(64, 128), (128, 256), (256, 512)]
+    assert scale_sizes(256, 512, 3, min_side=32) == [(64, 128), (128, 256), (256, 512)]
     assert scale_sizes(40, 40, 4) == [(40, 40)]  # 20 px levels are too small for VGG
-    assert split_iterations(10, 3) == [3, 3, 4]
+
+
+def test_coarsest_level_keeps_its_short_side_above_the_floor():
+    """The default floor (160 px) puts the coarsest level of 256, 512 and 1024 px jobs at the
+    same size: one level, two, three."""
+    floor = Settings().min_scale
+    assert scale_sizes(192, 256, 3, floor) == [(192, 256)]
+    assert scale_sizes(384, 512, 3, floor) == [(192, 256), (384, 512)]
+    assert scale_sizes(768, 1024, 3, floor) == [(192, 256), (384, 512), (768, 1024)]
+    assert scale_sizes(300, 300, 3, floor) == [(300, 300)]  # 150 px is under the floor
+    assert scale_sizes(100, 50, 3, floor) == [(100, 50)]  # the output itself is always kept
+
+
+def test_finer_levels_get_fewer_steps():
+    assert split_iterations(200, 1) == [200]
+    assert split_iterations(200, 2) == [133, 67]
+    assert split_iterations(200, 3) == [114, 57, 29]
+    assert split_iterations(1, 3) == [1, 0, 0]
 
 
 def test_alpha_passes_through_untouched(engine):
@@ -96,7 +116,7 @@ def test_cancel_stops_within_one_iteration(engine):
 
 def test_progress_reports_every_iteration_with_previews(engine):
     seen = []
-    settings = Settings(size=64, iterations=6, scales=2)
+    settings = Settings(size=64, iterations=6, scales=2, min_scale=32)
     engine.stylize(
         content_image(), [style_image()], settings, progress=seen.append, preview_every=2
     )
@@ -111,30 +131,30 @@ def test_progress_says_the_scale_and_step_and_times_what_is_left(engine, monkeyp
     """A clock where a step costs 10 ms plus 1 us a pixel (overhead-heavy, as small levels
     are): once a level has been timed, the time left is that level's seconds per pixel
     times the pixels left, exact in the level under way; the bar never moves back."""
-    settings = Settings(size=96, iterations=9, scales=2)  # 48 px then 96 px, 4 + 5 steps
+    settings = Settings(size=96, iterations=9, scales=2, min_scale=32)  # 48, 96 px: 6 + 3 steps
     coarse, fine = 34 * 48, 69 * 96  # px a step computes at each level
-    cost = [0.010 + 1e-6 * px for px in [coarse] * 4 + [fine] * 5]
+    cost = [0.010 + 1e-6 * px for px in [coarse] * 6 + [fine] * 3]
     done = list(itertools.accumulate(cost))  # the clock at each report
     clock = itertools.chain([0.0], done, itertools.repeat(done[-1]))
     monkeypatch.setattr(engine_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     seen = []
     engine.stylize(content_image(), [style_image()], settings, progress=seen.append)
     assert [(p.level, p.levels, p.step, p.steps) for p in seen] == [
-        *((1, 2, s, 4) for s in range(1, 5)),
-        *((2, 2, s, 5) for s in range(1, 6)),
+        *((1, 2, s, 6) for s in range(1, 7)),
+        *((2, 2, s, 3) for s in range(1, 4)),
     ]
     assert [p.elapsed for p in seen] == pytest.approx(done)
-    total_px = 4 * coarse + 5 * fine
+    total_px = 6 * coarse + 3 * fine
     assert seen[0].eta is None and seen[0].fraction == pytest.approx(coarse / total_px)
     # The coarse level's rate stands in for the fine level until that is timed: too long.
     coarse_rate = cost[0] / coarse
-    assert seen[3].eta == pytest.approx(coarse_rate * 5 * fine)
-    assert seen[4].eta == pytest.approx(coarse_rate * 4 * fine)
+    assert seen[5].eta == pytest.approx(coarse_rate * 3 * fine)
+    assert seen[6].eta == pytest.approx(coarse_rate * 2 * fine)
     truth = [done[-1] - t for t in done]
-    assert seen[3].eta > 2 * truth[3]
-    for p, left in zip(seen[5:], truth[5:], strict=True):  # the fine level, timed
+    assert seen[5].eta > 2 * truth[5]
+    for p, left in zip(seen[7:], truth[7:], strict=True):  # the fine level, timed
         assert p.eta == pytest.approx(left)
-    assert seen[6].fraction == pytest.approx(done[6] / done[-1])
+    assert seen[7].fraction == pytest.approx(done[7] / done[-1])
     assert seen[-1].fraction == 1.0 and seen[-1].eta == 0.0
     assert all(a.fraction <= b.fraction for a, b in itertools.pairwise(seen))
 
@@ -161,12 +181,13 @@ def test_previews_come_when_due_even_between_sparse_reports(engine):
     assert max(seen[0].preview.shape[:2]) == 20
 
 
-def test_style_loss_falls(engine):
+@pytest.mark.parametrize("style_loss", STYLE_LOSSES)
+def test_style_loss_falls(engine, style_loss):
+    """Whichever style loss."""
     seen = []
-    engine.stylize(
-        content_image(), [style_image()], FAST.replace(iterations=15), progress=seen.append
-    )
-    assert seen[-1].losses["style"] < 0.5 * seen[0].losses["style"]
+    settings = FALLS.replace(iterations=15, style_loss=style_loss)
+    engine.stylize(content_image(), [style_image()], settings, progress=seen.append)
+    assert seen[-1].losses["style"] < 0.6 * seen[0].losses["style"]
 
 
 def test_seed_makes_noise_init_repeatable(engine):
@@ -218,10 +239,8 @@ def test_style_scale_changes_the_result(engine):
 
 def test_adam_optimizer_runs(engine):
     seen = []
-    engine.stylize(
-        content_image(), [style_image()], FAST.replace(optimizer="adam", iterations=10),
-        progress=seen.append,
-    )  # fmt: skip
+    settings = FALLS.replace(optimizer="adam", iterations=10)
+    engine.stylize(content_image(), [style_image()], settings, progress=seen.append)
     assert seen[-1].losses["style"] < seen[0].losses["style"]
 
 
@@ -273,11 +292,11 @@ def test_bf16_passes_track_fp32(engine):
     """bf16 convolutions with fp32 losses reach about the loss that fp32 reaches (the pixels
     differ: rounding sends the optimisation down another path of the same quality)."""
     bf16 = random_engine("bf16")
-    settings = FAST.replace(iterations=15, seed=0)
+    settings = FALLS.replace(iterations=15, seed=0)
     seen = []
     low = bf16.stylize(content_image(), [style_image()], settings, progress=seen.append)
     full = engine.stylize(content_image(), [style_image()], settings)
-    assert seen[-1].losses["style"] < 0.5 * seen[0].losses["style"]
+    assert seen[-1].losses["style"] < 0.6 * seen[0].losses["style"]
     assert low.losses["total"] == pytest.approx(full.losses["total"], rel=0.1)
 
 

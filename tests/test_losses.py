@@ -68,7 +68,7 @@ def test_style_loss_weights_layers():
     acts = {"a": torch.randn(1, 2, 3, 3), "b": torch.randn(1, 4, 2, 2)}
     grams = {k: losses.gram(torch.randn_like(v)) for k, v in acts.items()}
     per_layer = {k: losses.style_layer_loss(grams[k], acts[k]).item() for k in acts}
-    total = losses.style_loss(grams, acts, {"a": 0.25, "b": 2.0}).item()
+    total = losses.style_loss("gram", grams, acts, {"a": 0.25, "b": 2.0}).item()
     assert total == pytest.approx(0.25 * per_layer["a"] + 2.0 * per_layer["b"], rel=1e-6)
 
 
@@ -84,3 +84,59 @@ def test_tv_loss_by_hand():
     x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
     # vertical: (2-0)^2, (4-1)^2 -> mean 6.5; horizontal: (1-0)^2, (4-2)^2 -> mean 2.5
     assert losses.tv_loss(x).item() == pytest.approx(9.0)
+
+
+W2 = losses.STYLE_LOSSES["w2"]
+
+
+def _w2_target(a: torch.Tensor) -> losses.Gaussian:
+    return W2.target(losses.moments(a))
+
+
+def test_moments_are_position_averages():
+    m = losses.moments(A)
+    assert torch.allclose(m.mean, torch.tensor([1.5, 3.5]))
+    assert torch.allclose(m.second, torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 2)
+    assert torch.allclose(losses.gram_of(m), losses.gram(A))
+
+
+def test_w2_in_one_channel_is_the_distance_between_normals():
+    """One channel: W2^2 = (mu_G - mu_S)^2 + (sigma_G - sigma_S)^2, variances regularised."""
+    s = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64).view(1, 1, 2, 2)
+    g = torch.tensor([0.0, 4.0, 4.0, 8.0], dtype=torch.float64).view(1, 1, 2, 2)
+    t = _w2_target(s)
+    var_s = s.var(unbiased=False) + t.delta
+    var_g = g.var(unbiased=False) + t.delta
+    expected = (g.mean() - s.mean()) ** 2 + (var_g.sqrt() - var_s.sqrt()) ** 2
+    assert W2(t, g, 1.0).item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+def test_w2_is_zero_for_the_same_statistics_and_positive_otherwise():
+    a_s = torch.rand(1, 6, 5, 7, dtype=torch.float64)
+    t = _w2_target(a_s)
+    shuffled = a_s.flatten(2)[..., torch.randperm(35)].view_as(a_s)  # same moments, new layout
+    assert abs(W2(t, shuffled, 1.0).item()) < 1e-9
+    assert W2(t, torch.rand_like(a_s), 2.0).item() > 1e-3
+
+
+def test_w2_gradient_is_autograds():
+    """The transport-map gradient 2/N ((I - T) X + mu_G - mu_S) against finite differences."""
+    t = _w2_target(torch.rand(1, 4, 3, 5, dtype=torch.float64))
+    a_g = torch.rand(1, 4, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: W2(t, a, 0.7), (a_g,))
+
+
+def test_w2_gradient_in_bf16_stays_in_bf16_and_close():
+    t = _w2_target(torch.rand(1, 16, 8, 8))
+    a32 = torch.rand(1, 16, 8, 8).bfloat16().float().requires_grad_(True)
+    a16 = a32.detach().bfloat16().requires_grad_(True)
+    for a in (a32, a16):
+        W2(t, a, 3.0).backward()
+    assert a16.grad.dtype == torch.bfloat16
+    assert torch.allclose(a16.grad.float(), a32.grad, rtol=3e-2, atol=2e-2 * a32.grad.abs().max())
+
+
+def test_w2_scale_is_the_inverse_second_moment_of_the_style():
+    t = _w2_target(A)
+    m = losses.moments(A)
+    assert W2.scale(t) == pytest.approx(1 / float(m.second.trace()), rel=0.02)

@@ -15,7 +15,7 @@ import pytest
 
 from brushwork.client import Client, NoDaemon
 from brushwork.errors import BrushworkError
-from brushwork.settings import Settings
+from brushwork.settings import STRENGTH_POWER, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,23 +45,31 @@ def free_endpoint() -> str:
 # --- Argument mapping -------------------------------------------------------------------------
 
 
-def test_strength_50_is_the_daemon_default_and_each_25_is_a_decade():
-    assert logic.style_weight(50) == pytest.approx(DEFAULTS.style_weight)
-    assert logic.style_weight(75) == pytest.approx(DEFAULTS.style_weight * 10)
-    assert logic.style_weight(25) == pytest.approx(DEFAULTS.style_weight / 10)
-    assert logic.style_weight(100) == pytest.approx(DEFAULTS.style_weight * 100)
+def test_strength_50_is_the_daemon_default():
+    assert DEFAULTS.at_strength(50) == DEFAULTS
+    built = logic.build_settings(
+        strength=50, size=0, quality="normal", preserve_colors="none", seed=0
+    )
+    assert (built.content_weight, built.style_weight) == (1.0, DEFAULTS.style_weight)
 
 
-def test_strength_0_means_no_style_and_weights_grow_with_strength():
-    assert logic.style_weight(0) == 0.0
-    weights = [logic.style_weight(s) for s in range(101)]
-    assert weights == sorted(weights) and len(set(weights)) == 101
+def test_strength_0_is_content_alone_100_style_alone_and_the_ratio_grows_smoothly():
+    assert DEFAULTS.at_strength(0).style_weight == 0
+    assert DEFAULTS.at_strength(100).content_weight == 0
+    ratios = [s.style_weight / s.content_weight for s in map(DEFAULTS.at_strength, range(1, 100))]
+    assert ratios == sorted(ratios) and len(set(ratios)) == 99
+    # symmetric on a log scale about 50: 25 is as far below the default as 75 is above
+    r25, r50, r75 = (ratios[s - 1] for s in (25, 50, 75))
+    assert r25 * r75 == pytest.approx(r50 * r50)
+    assert r75 / r50 == pytest.approx(3**STRENGTH_POWER)
 
 
 @pytest.mark.parametrize("strength", [-1, 100.5, float("nan")])
 def test_strength_out_of_range_is_refused(strength):
     with pytest.raises(ValueError, match="strength"):
-        logic.style_weight(strength)
+        logic.build_settings(
+            strength=strength, size=0, quality="normal", preserve_colors="none", seed=0
+        )
 
 
 def test_quality_normal_is_the_default_and_the_others_order_by_work():
@@ -84,7 +92,8 @@ def test_settings_take_the_arguments_and_keep_every_other_default():
         size=384,
         iterations=iterations,
         scales=scales,
-        style_weight=DEFAULTS.style_weight * 10,
+        content_weight=DEFAULTS.content_weight * 0.5**STRENGTH_POWER,
+        style_weight=DEFAULTS.style_weight * 1.5**STRENGTH_POWER,
         preserve_colors="luminance",
         seed=7,
     )

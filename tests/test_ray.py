@@ -171,7 +171,7 @@ def test_positions_count_both_workers(ray_daemon):
 
 
 def test_a_seeded_job_gives_the_local_paths_pixels_and_events(ray_daemon, start_daemon):
-    settings = TINY.replace(init="noise", seed=7, iterations=6, scales=2, size=96)
+    settings = TINY.replace(init="noise", seed=7, iterations=6, scales=2, min_scale=32, size=96)
 
     def run(daemon: Daemon) -> tuple[ResultReply, list[ProgressReply], list[PreviewReply]]:
         events: list[ProgressReply | PreviewReply] = []
@@ -199,7 +199,7 @@ def test_a_seeded_job_gives_the_local_paths_pixels_and_events(ray_daemon, start_
     assert bytes(on_ray.image.data) == bytes(at_home.image.data)
     assert on_ray.losses == at_home.losses
     assert ray_progress == home_progress and len(ray_progress) == 6
-    assert [p.level for p in ray_progress] == [1, 1, 1, 2, 2, 2]  # fields beyond the basics too
+    assert [p.level for p in ray_progress] == [1, 1, 1, 1, 2, 2]  # fields beyond the basics too
     assert [(p.iteration, bytes(p.image.data)) for p in ray_previews] == [
         (p.iteration, bytes(p.image.data)) for p in home_previews
     ]

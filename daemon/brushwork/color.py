@@ -3,11 +3,15 @@
 Both ways work on (1, 3, H, W) RGB tensors in [0, 1]:
 - luminance: transfer style on the Y channel of YIQ only and keep the content's I and Q;
 - histogram: recolour the style image so its colour mean and covariance match the content's.
+The same affine recolouring, the other way round, gives the "palette" start: the content in
+the style's colours, so the optimisation spends its steps on texture, not on repainting.
 """
 
 from __future__ import annotations
 
 import torch
+
+from brushwork.losses import sqrtm
 
 _RGB_TO_YIQ = torch.tensor(
     [
@@ -48,18 +52,30 @@ def with_chroma(y: torch.Tensor, chroma_source: torch.Tensor) -> torch.Tensor:
     return yiq_to_rgb(torch.cat([y, iq], dim=1)).clamp(0, 1)
 
 
+def palette(
+    images: list[torch.Tensor], weights: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour mean (3, 1) and covariance (3, 3) of the pixels of `images` blended by
+    `weights` (summing to 1), in float64: first and second moments mix linearly."""
+    mean = torch.zeros(3, 1, dtype=torch.float64, device=images[0].device)
+    second = torch.zeros(3, 3, dtype=torch.float64, device=images[0].device)
+    for image, w in zip(images, weights, strict=True):
+        x = image.flatten(2)[0].double()
+        mean += w * x.mean(1, keepdim=True)
+        second += w * (x @ x.T) / x.shape[1]
+    return mean, second - mean @ mean.T
+
+
+def recolor(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """Affine recolouring x' = A (x - mu_x) + mean with A = cov^1/2 Sigma_x^-1/2: x's colours
+    get the given mean and covariance, its pattern of light and shade stays."""
+    mu_x, cov_x = palette([x], (1.0,))
+    eye = 1e-5 * torch.eye(3, dtype=cov.dtype, device=cov.device)
+    a = sqrtm(cov + eye) @ torch.linalg.inv(sqrtm(cov_x + eye))
+    out = a @ (x.flatten(2)[0].double() - mu_x) + mean
+    return out.reshape(x.shape).to(x.dtype).clamp(0, 1)
+
+
 def match_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """Affine recolouring x' = A (x - mu_s) + mu_c with A = Sigma_c^1/2 Sigma_s^-1/2."""
-    s = style.flatten(2)[0].double()  # (3, N)
-    c = content.flatten(2)[0].double()
-    mu_s, mu_c = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
-    eye = 1e-5 * torch.eye(3, dtype=s.dtype, device=s.device)
-    a = _sqrtm(torch.cov(c) + eye) @ torch.linalg.inv(_sqrtm(torch.cov(s) + eye))
-    out = a @ (s - mu_s) + mu_c
-    return out.reshape(style.shape).to(style.dtype).clamp(0, 1)
-
-
-def _sqrtm(m: torch.Tensor) -> torch.Tensor:
-    """Square root of a symmetric positive definite matrix."""
-    vals, vecs = torch.linalg.eigh(m)
-    return vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+    """The style recoloured to the content's colour mean and covariance."""
+    return recolor(style, *palette([content], (1.0,)))

@@ -30,7 +30,7 @@ MIN_WORK_SIDE = 16
 PREVIEW_SIDE = 256
 MEMORY_FRACTION = 0.7  # of the memory a job may use, what its VGG passes get (tile budget)
 PRECISIONS = ("auto", "fp32", "bf16")
-# Style targets kept across jobs, bounded by bytes (one style's five Gram matrices are 2.4 MB
+# Style statistics kept across jobs, bounded by bytes (one style's five layers' moments are 2.4 MB
 # in fp32), so a daemon fed ever new styles holds at most this much for them.
 STYLE_CACHE_BYTES = 256 << 20
 LBFGS_HISTORY = 50
@@ -101,14 +101,17 @@ def output_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
-    """Pyramid from coarse to fine, each level twice the previous, none under MIN_SIDE; the
-    finest level is at least MIN_WORK_SIDE on each side."""
+def scale_sizes(
+    height: int, width: int, scales: int, min_side: int = MIN_SIDE
+) -> list[tuple[int, int]]:
+    """Pyramid from coarse to fine, each level twice the previous, at most `scales` levels,
+    none but the output itself with a short side under `min_side`; the finest level is at
+    least MIN_WORK_SIDE on each side."""
     sizes = []
     for level in reversed(range(scales)):
         f = 2.0**-level
         h, w = max(1, round(height * f)), max(1, round(width * f))
-        if min(h, w) >= MIN_SIDE:
+        if min(h, w) >= min_side:
             sizes.append((h, w))
         elif level == 0:
             sizes.append((max(MIN_WORK_SIDE, h), max(MIN_WORK_SIDE, w)))
@@ -125,10 +128,17 @@ def style_size(
     return max(MIN_WORK_SIDE, h), max(MIN_WORK_SIDE, w)
 
 
+STEP_RATIO = 2  # steps of a level over those of the next finer one
+
+
 def split_iterations(total: int, levels: int) -> list[int]:
-    """Equal steps per level; the finest level takes the remainder."""
-    base = total // levels
-    return [base] * (levels - 1) + [total - base * (levels - 1)]
+    """Steps per level, coarse to fine: each finer level gets 1/STEP_RATIO of the previous
+    one's (the look is made at the coarsest level, finer ones add detail at 4x the cost a
+    step); the coarsest takes the rounding."""
+    shares = [STEP_RATIO**-k for k in range(levels)]
+    steps = [round(total * w / sum(shares)) for w in shares]
+    steps[0] = total - sum(steps[1:])
+    return steps
 
 
 def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -307,13 +317,13 @@ class Engine:
         layout = torch.channels_last if fast_layout else torch.contiguous_format
         # No cudnn.benchmark: every pyramid level and style size is a new shape to autotune,
         # and on an H200 a cold 512 px job took 7.8 s with it, 4.9 s without (same peak memory;
-        # bench/gpu_memory_probe.py).
+        # a probe, since deleted; bench/README.md).
         if model is None:
             model = VGGFeatures.from_weights(weights_mod.load(weights_mod.resolve_path(weights)))
         self.model = model.compute_in(self.device, self.compute_dtype, layout)
         self.memory_fraction = memory_fraction
         self.memory_limit = memory_limit
-        self._style_cache: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
+        self._style_cache: OrderedDict[tuple, dict[str, losses.Moments]] = OrderedDict()
 
     def features(self, image: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
         """Activations of `layers` in the compute dtype; the losses take them to fp32 where
@@ -373,7 +383,7 @@ class Engine:
         generator = (
             torch.Generator().manual_seed(settings.seed) if settings.seed is not None else None
         )
-        sizes = scale_sizes(out_h, out_w, settings.scales)
+        sizes = scale_sizes(out_h, out_w, settings.scales, settings.min_scale)
         steps = split_iterations(settings.iterations, len(sizes))
         tiles = [self.tile_side(settings, h, w) for h, w in sizes]
         plans = [
@@ -398,13 +408,17 @@ class Engine:
                 content_s = y_c
             if x is None:
                 x = self._init(content_s, settings, init_image, generator, luminance)
+                if settings.init == "palette" and settings.preserve_colors == "none":
+                    x = color.recolor(x, *color.palette(style_full, blend))
             else:
                 x = _upscale(x, content_s)
-            grams = self._style_targets(style_s, blend, settings)
+            targets = self._style_targets(style_s, blend, settings)
             if len(tile_plan) == 1:
-                x = run.optimize(x, content_s, grams, n)
+                x = run.optimize(x, content_s, targets, n)
             else:
-                x = run.optimize_tiles(x, content_s, grams, n, tile_plan, tiling.overlap_for(tile))
+                x = run.optimize_tiles(
+                    x, content_s, targets, n, tile_plan, tiling.overlap_for(tile)
+                )
 
         out = _to_numpy(run.to_rgb(_resize(x, (out_h, out_w))))
         if alpha is not None:
@@ -427,7 +441,7 @@ class Engine:
         generator: torch.Generator | None,
         luminance: bool,
     ) -> torch.Tensor:
-        if settings.init == "content":
+        if settings.init in ("palette", "content"):
             return content.clone()
         if settings.init == "noise":
             noise = torch.rand(content.shape, generator=generator)
@@ -438,15 +452,17 @@ class Engine:
 
     def _style_targets(
         self, styles: list[torch.Tensor], blend: tuple[float, ...], settings: Settings
-    ) -> dict[str, torch.Tensor]:
-        """Blended Gram matrices sum_k w_k M_l(S_k), one per style layer."""
-        blended: dict[str, torch.Tensor] = {}
+    ) -> dict[str, object]:
+        """The style loss's targets per style layer, from the moments blended over the style
+        images: sum_k w_k m_l(S_k)."""
+        blended: dict[str, losses.Moments] = {}
         for style, w in zip(styles, blend, strict=True):
-            for name, g in self._grams(style, settings).items():
-                blended[name] = blended.get(name, 0) + w * g
-        return blended
+            for name, m in self._moments(style, settings).items():
+                blended[name] = blended[name] + m * w if name in blended else m * w
+        loss = losses.STYLE_LOSSES[settings.style_loss]
+        return {name: loss.target(m) for name, m in blended.items()}
 
-    def _grams(self, style: torch.Tensor, settings: Settings) -> dict[str, torch.Tensor]:
+    def _moments(self, style: torch.Tensor, settings: Settings) -> dict[str, losses.Moments]:
         layers = settings.style_layers
         digest = hashlib.blake2b(style.cpu().numpy().tobytes(), digest_size=16).digest()
         key = (digest, tuple(style.shape), layers, self.compute_dtype)
@@ -457,23 +473,19 @@ class Engine:
         tile = self.tile_side(settings.replace(tile=0), h, w, grad=False)
         if tile >= max(h, w):
             with torch.no_grad():
-                grams = {n: losses.gram(a) for n, a in self.features(style, set(layers)).items()}
-        else:  # a style image too large for one pass: the same Grams, summed over tiles
-            grams = tiling.tiled_grams(self.features, style, layers, tile)
-        self._style_cache[key] = grams
+                stats = {n: losses.moments(a) for n, a in self.features(style, set(layers)).items()}
+        else:  # a style image too large for one pass: the same moments, summed over tiles
+            stats = tiling.tiled_moments(self.features, style, layers, tile)
+        self._style_cache[key] = stats
         while self.style_cache_bytes() > STYLE_CACHE_BYTES and len(self._style_cache) > 1:
             self._style_cache.popitem(last=False)
-        return grams
+        return stats
 
     def style_cache_size(self) -> int:
         return len(self._style_cache)
 
     def style_cache_bytes(self) -> int:
-        return sum(
-            g.numel() * g.element_size()
-            for grams in self._style_cache.values()
-            for g in grams.values()
-        )
+        return sum(m.nbytes for stats in self._style_cache.values() for m in stats.values())
 
 
 def _upscale(x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -605,7 +617,7 @@ class _Run:
         self,
         x: torch.Tensor,
         content: torch.Tensor,
-        grams: dict[str, torch.Tensor],
+        targets: dict[str, object],
         steps: int,
         preview: Callable[[torch.Tensor], torch.Tensor] | None = None,
         free: torch.Tensor | None = None,
@@ -618,8 +630,9 @@ class _Run:
         with torch.no_grad():
             content_target = self.features(content, {s.content_layer})[s.content_layer].float()
         content_weight = s.content_weight * losses.content_scale(content_target, content_density)
+        style_loss = losses.STYLE_LOSSES[s.style_loss]
         layer_weights = {
-            name: s.style_weight * w * losses.style_scale(grams[name])
+            name: s.style_weight * w * style_loss.scale(targets[name])
             for name, w in zip(s.style_layers, s.layer_weights(), strict=True)
         }
         layers = {s.content_layer, *s.style_layers}
@@ -638,7 +651,7 @@ class _Run:
                 "content": losses.content_loss(
                     content_target, acts[s.content_layer], content_weight
                 ),
-                "style": losses.style_loss(grams, acts, layer_weights),
+                "style": losses.style_loss(s.style_loss, targets, acts, layer_weights),
                 "tv": s.tv_weight * losses.tv_loss(x),
             }
             terms["total"] = terms["content"] + terms["style"] + terms["tv"]
@@ -686,7 +699,7 @@ class _Run:
         self,
         x: torch.Tensor,
         content: torch.Tensor,
-        grams: dict[str, torch.Tensor],
+        targets: dict[str, object],
         steps: int,
         tiles: list[tiling.Tile],
         overlap: int,
@@ -700,7 +713,7 @@ class _Run:
         weighted: dict[str, float] = {}
         for i, tile in enumerate(tiles):
             out = self.optimize(
-                canvas.read(tile).to(x.device), tile.of(content).to(x.device), grams, steps,
+                canvas.read(tile).to(x.device), tile.of(content).to(x.device), targets, steps,
                 preview=lambda t, tile=tile, i=i: canvas.pasted(tile, i, t),
                 free=canvas.free(tile, i).to(x.device), content_density=density,
             )  # fmt: skip

@@ -16,7 +16,7 @@ last bit.
 
 After the first step, a step only writes into buffers allocated up front and keeps its push
 counter on the device, so the same sequence of kernels serves every later step: it can be
-captured once in a CUDA graph and replayed (bench/gpu_graph_probe.py).
+captured once in a CUDA graph and replayed (bench/probes/gpu_graph_probe.py).
 """
 
 from __future__ import annotations

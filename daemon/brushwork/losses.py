@@ -9,6 +9,8 @@ sees a well-scaled problem at every image size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -32,15 +34,44 @@ def content_scale(a_c: torch.Tensor, density: float | None = None) -> float:
     return 1.0 / max(energy, 1e-12)
 
 
+@dataclass(frozen=True)
+class Moments:
+    """First and second raw moments of one layer's activations over its N = nH nW positions:
+    mean[k] = 1/N sum_ij a[i,j,k] and second[k,m] = 1/N sum_ij a[i,j,k] a[i,j,m]. Both are
+    averages, so several style images blend and tiles of one image add up linearly."""
+
+    mean: torch.Tensor  # (nC,), fp32
+    second: torch.Tensor  # (nC, nC), fp32
+
+    def __mul__(self, w: float) -> Moments:
+        return Moments(self.mean * w, self.second * w)
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(self.mean + other.mean, self.second + other.second)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.mean, self.second))
+
+
+def moments(a: torch.Tensor) -> Moments:
+    _, n_c, n_h, n_w = a.shape
+    f = _at_least_fp32(a.reshape(n_c, n_h * n_w))
+    return Moments(f.mean(dim=1), (f @ f.T) / (n_h * n_w))
+
+
 def gram(a: torch.Tensor) -> torch.Tensor:
     """M[k, m] = sum_ij a[i, j, k] a[i, j, m] / (nH nW nC).
 
     The normalisation is the seed's 1/(2 nH nW nC)^2 split between the two Grams, so a style
     image of another size than G compares fairly.
     """
-    _, n_c, n_h, n_w = a.shape
-    f = _at_least_fp32(a.reshape(n_c, n_h * n_w))
-    return (f @ f.T) / (n_c * n_h * n_w)
+    return gram_of(moments(a))
+
+
+def gram_of(m: Moments) -> torch.Tensor:
+    """The seed's normalised Gram matrix from the moments: second / nC."""
+    return m.second / m.second.shape[0]
 
 
 def style_layer_loss(gram_s: torch.Tensor, a_g: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
@@ -83,15 +114,113 @@ def style_scale(gram_s: torch.Tensor) -> float:
     return 1.0 / max(float(0.25 * gram_s.pow(2).sum()), 1e-12)
 
 
+class GramLoss:
+    """The seed's style loss (Gatys et al. 2015): Js[l] between normalised Gram matrices."""
+
+    def target(self, m: Moments) -> torch.Tensor:
+        return gram_of(m)
+
+    def scale(self, target: torch.Tensor) -> float:
+        return style_scale(target)
+
+    def __call__(self, target: torch.Tensor, a_g: torch.Tensor, weight: float) -> torch.Tensor:
+        return style_layer_loss(target, a_g, weight)
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """A style layer's activations as a Gaussian N(mean, cov), cov regularised by delta I,
+    with root = cov^(1/2) and trace = tr(cov): what W2 needs of the style, computed once."""
+
+    mean: torch.Tensor
+    root: torch.Tensor
+    trace: float
+    delta: float
+
+
+class W2Loss:
+    """The squared 2-Wasserstein distance between Gaussians fitted to G's and S's activations
+    (as in crowsonkb's style transfer):
+
+        W2^2 = ||mu_G - mu_S||^2 + tr(Sigma_G) + tr(Sigma_S) - 2 tr((A Sigma_G A)^(1/2)),
+        A = Sigma_S^(1/2).
+
+    Unlike the Gram matrix, which mixes the mean into the second moment (post-ReLU means are
+    large, so they dominate it), the mean and the covariance are matched separately, and the
+    covariance on the square-root scale: weak texture directions count, not only the few
+    strongest. `DELTA` (relative to the mean variance) keeps rank-deficient covariances (a
+    deep layer at a coarse scale has fewer positions than channels) well conditioned."""
+
+    DELTA = 1e-2
+
+    def target(self, m: Moments) -> Gaussian:
+        cov = m.second - torch.outer(m.mean, m.mean)
+        delta = self.DELTA * float(cov.diagonal().mean().clamp_min(1e-12))
+        cov = cov + delta * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+        return Gaussian(m.mean, sqrtm(cov), float(cov.diagonal().sum()), delta)
+
+    def scale(self, target: Gaussian) -> float:
+        """1 / W2^2(S, 0) = 1 / (||mu_S||^2 + tr(Sigma_S)): the relative error, as for Gram."""
+        return 1.0 / max(float(target.mean.pow(2).sum()) + target.trace, 1e-12)
+
+    def __call__(self, target: Gaussian, a_g: torch.Tensor, weight: float) -> torch.Tensor:
+        return _W2LayerLoss.apply(target.mean, target.root, target.trace, target.delta, a_g,
+                                  weight)  # fmt: skip
+
+
+class _W2LayerLoss(torch.autograd.Function):
+    """W2^2 with its gradient written out. With X = F - mu_G the centred (nC, N) activations
+    and T = A (A Sigma_G A)^(-1/2) A the optimal transport map between the two Gaussians,
+    dW2^2/dF = 2/N ((I - T) X + (mu_G - mu_S)): each feature vector is pulled toward its image
+    under the transport map. One eigendecomposition of A Sigma_G A per layer gives both the
+    square root in the loss and T."""
+
+    @staticmethod
+    def forward(ctx, mean_s, root_s, trace_s, delta, a_g, weight):
+        _, n_c, n_h, n_w = a_g.shape
+        n = n_h * n_w
+        f = a_g.reshape(n_c, n)
+        mean = _at_least_fp32(f).mean(dim=1)
+        x = _at_least_fp32(f) - mean[:, None]
+        eye = torch.eye(n_c, dtype=x.dtype, device=x.device)
+        cov = torch.addmm(eye, x, x.T, beta=delta, alpha=1 / n)
+        m = root_s @ cov @ root_s
+        lam, v = torch.linalg.eigh(0.5 * (m + m.T))
+        lam = lam.clamp_min(delta * delta)  # M >= delta A^2 >= delta^2 I, up to rounding
+        av = root_s @ v
+        transport = (av * lam.rsqrt()) @ av.T  # A M^(-1/2) A
+        shift = mean - mean_s
+        ctx.save_for_backward(eye - transport, shift, mean, f)
+        ctx.scale, ctx.shape = 2 * weight / n, a_g.shape
+        w2 = shift.dot(shift) + cov.diagonal().sum() + trace_s - 2 * lam.sqrt().sum()
+        return w2 * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        d, shift, mean, f = ctx.saved_tensors
+        x = f - mean.to(f.dtype)[:, None]
+        grad_f = torch.addmm(shift.to(f.dtype)[:, None], d.to(f.dtype), x)
+        return None, None, None, None, grad_f.mul_(grad * ctx.scale).view(ctx.shape), None
+
+
+def sqrtm(a: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix."""
+    lam, v = torch.linalg.eigh(a)
+    return (v * lam.clamp_min(0).sqrt()) @ v.T
+
+
+STYLE_LOSSES = {"gram": GramLoss(), "w2": W2Loss()}
+
+
 def style_loss(
-    grams_s: dict[str, torch.Tensor],
+    kind: str,
+    targets: dict[str, object],
     acts_g: dict[str, torch.Tensor],
     layer_weights: dict[str, float],
 ) -> torch.Tensor:
-    """Js = sum_l lambda_l Js[l]."""
-    return torch.stack(
-        [style_layer_loss(grams_s[n], acts_g[n], w) for n, w in layer_weights.items()]
-    ).sum()
+    """Js = sum_l lambda_l Js[l], with the style loss `kind` names (STYLE_LOSSES)."""
+    loss = STYLE_LOSSES[kind]
+    return torch.stack([loss(targets[n], acts_g[n], w) for n, w in layer_weights.items()]).sum()
 
 
 def tv_loss(x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ group of its own) and sets the flag the engine checks before every iteration.
 
 Style images go to the cluster once (`ray.put`, keyed by a hash of their pixels) and each
 actor keeps the ones it has fetched, so a batch in one style moves only its contents; the
-actor's Engine then reuses the style's Gram matrices from job to job.
+actor's Engine then reuses the style's statistics from job to job.
 
 An actor that dies (its process or its node is gone) fails the job it was running with
 `worker_lost`, and a new actor takes its place; a job whose actor died before it started

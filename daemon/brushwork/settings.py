@@ -19,9 +19,12 @@ VGG16_LAYERS = (
 )  # fmt: skip
 
 PRESERVE_COLORS = ("none", "luminance", "histogram")
-INITS = ("content", "noise", "image")
+INITS = ("palette", "content", "noise", "image")  # "image": an init image comes along
 OPTIMIZERS = ("lbfgs", "adam")
+STYLE_LOSSES = ("gram", "w2")  # losses.STYLE_LOSSES; "gram" is the seed's
 MAX_SIDE = 65536
+DEFAULT_STRENGTH = 50  # Settings.at_strength: the settings as they are
+STRENGTH_POWER = 1.5
 
 
 @dataclass(frozen=True)
@@ -31,18 +34,25 @@ class Settings:
     size: int = 512  # long side of the output in px; 0 keeps the content's own size
     iterations: int = 200  # optimizer steps over all scales together
     content_weight: float = 1.0
-    style_weight: float = 10.0
+    style_weight: float = 1.6
     tv_weight: float = 1.0
     content_layer: str = "conv4_2"
     style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
     style_layer_weights: tuple[float, ...] = ()  # empty: equal weights
+    style_loss: str = "w2"  # "gram": the seed's Gram matrices (the textbook run)
     style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
     style_scale: float = 1.0  # style image's long side relative to the output's
     preserve_colors: str = "none"
-    init: str = "content"  # "image" needs an init image next to the request
+    # "palette": the content in the style images' colours (bench/README.md: more style at the
+    # same content kept); "content" is the textbook start; "image" needs an init image.
+    init: str = "palette"
     optimizer: str = "lbfgs"
     learning_rate: float = 0.02  # Adam only; pixels live in [0, 1]
-    scales: int = 3  # coarse-to-fine pyramid levels, each twice the previous size
+    scales: int = 3  # coarse-to-fine pyramid levels at most, each twice the previous size
+    # Short side of the coarsest level, px: wider than the deepest style layer's receptive
+    # field (conv5_1: 132 px), which would otherwise see the whole picture at once and paint
+    # the style's composition over the subject (bench/README.md).
+    min_scale: int = 160
     seed: int | None = None
     tile: int = 0  # force tiling with this tile size in px; 0 = only when it would not fit
 
@@ -57,6 +67,7 @@ class Settings:
         _int_range("size", self.size, 0, MAX_SIDE)
         _int_range("iterations", self.iterations, 1, 100_000)
         _int_range("scales", self.scales, 1, 8)
+        _int_range("min_scale", self.min_scale, 32, MAX_SIDE)
         _int_range("tile", self.tile, 0, MAX_SIDE)
         if self.tile and self.tile < 64:
             raise ValueError("tile must be 0 (automatic) or at least 64 px")
@@ -85,6 +96,7 @@ class Settings:
         _choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
         _choice("init", self.init, INITS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("style_loss", self.style_loss, STYLE_LOSSES)
         if self.seed is not None:
             _int_range("seed", self.seed, 0, 2**63 - 1)
 
@@ -121,6 +133,22 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def at_strength(self, strength: float) -> Settings:
+        """These settings at a Strength of 0-100 (the GIMP dialog's; 50 keeps them as they are).
+
+        With t = strength / 100 the content and style weights become a (2 (1 - t))^k and
+        b (2 t)^k: 0 is content alone, 100 style alone, and the style-to-content ratio
+        (t / (1 - t))^k spans orders of magnitude smoothly. The power k makes equal steps
+        give about equal changes in content kept and style match (bench/README.md).
+        """
+        if not 0 <= strength <= 100:
+            raise ValueError(f"strength must be between 0 and 100, got {strength}")
+        t = strength / 100
+        return self.replace(
+            content_weight=self.content_weight * (2 * (1 - t)) ** STRENGTH_POWER,
+            style_weight=self.style_weight * (2 * t) ** STRENGTH_POWER,
+        )
 
 
 def _int_range(name: str, v: Any, lo: int, hi: int) -> None:

@@ -1,8 +1,9 @@
 """Images larger than memory allows: overlapping tiles, joined without seams.
 
-Every tile is optimised against the GLOBAL style targets. The Gram matrices are normalised by
-the layer's size (losses.gram), so a tile's Gram estimates the same statistics as the whole
-image's, and the style targets themselves can be summed tile by tile (`tiled_grams`).
+Every tile is optimised against the GLOBAL style targets. The style losses compare averages
+over positions (losses.Moments: means and second moments), so a tile's statistics estimate
+the same ones as the whole image's, and the style's own can be summed tile by tile
+(`tiled_moments`).
 
 Tiles run one after another, as block coordinate descent on the whole image: raised-cosine
 ramps over the overlaps decide which tile owns (finishes) each pixel, and nothing is averaged
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from brushwork import losses
 
 _RAMP_FLOOR = 1e-3  # every covered pixel keeps a positive weight, so some tile owns it
 
@@ -174,14 +177,14 @@ def layer_stride(name: str) -> int:
     return 2 ** (int(name[4]) - 1)
 
 
-def tiled_grams(
+def tiled_moments(
     features: Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]],
     image: torch.Tensor,
     layers: tuple[str, ...],
     tile: int,
     margin: int = 64,
-) -> dict[str, torch.Tensor]:
-    """Gram matrices of the whole `image` (as losses.gram), summed over tiles.
+) -> dict[str, losses.Moments]:
+    """Moments of the whole `image`'s activations (as losses.moments), summed over tiles.
 
     Each tile is seen with `margin` px of context so its core's activations are (nearly) those
     of the whole image; only the core's activations are summed. Cores are multiples of 16 px,
@@ -190,7 +193,7 @@ def tiled_grams(
     tile = max(16, tile - tile % 16)
     margin -= margin % 16
     h, w = image.shape[-2:]
-    sums: dict[str, torch.Tensor] = {}
+    sums: dict[str, losses.Moments] = {}
     counts = dict.fromkeys(layers, 0)
     cores = [
         Tile(y, min(y + tile, h), x, min(x + tile, w))
@@ -208,7 +211,11 @@ def tiled_grams(
             top, left = (core.y0 - y0) // s, (core.x0 - x0) // s
             bottom = a.shape[-2] if core.y1 == h else top + (core.y1 - core.y0) // s
             right = a.shape[-1] if core.x1 == w else left + (core.x1 - core.x0) // s
-            f = a[0, :, top:bottom, left:right].reshape(a.shape[1], -1).float()
-            sums[name] = sums.get(name, 0) + f @ f.T
-            counts[name] += f.shape[1]
-    return {name: sums[name] / (sums[name].shape[0] * counts[name]) for name in layers}
+            core_acts = a[..., top:bottom, left:right]
+            n = core_acts.shape[-2] * core_acts.shape[-1]
+            if n == 0:  # a core narrower than this layer's stride has no position of its own
+                continue
+            m = losses.moments(core_acts) * n  # sums over the core's positions
+            sums[name] = sums[name] + m if name in sums else m
+            counts[name] += n
+    return {name: sums[name] * (1 / counts[name]) for name in layers}

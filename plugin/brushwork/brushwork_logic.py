@@ -19,11 +19,11 @@ from typing import Any
 
 from brushwork.errors import BrushworkError
 from brushwork.protocol import DEFAULT_ENDPOINT
+from brushwork.settings import DEFAULT_STRENGTH as DEFAULT_STRENGTH  # the dialog's
 from brushwork.settings import Settings
 
 CONFIG_NAME = "brushwork.json"  # written by install/install.sh beside the plug-in
 QUALITIES = ("draft", "normal", "high")
-DEFAULT_STRENGTH = 50
 HELLO_TIMEOUT = 2.0  # seconds: a daemon on this machine answers hello in milliseconds
 STYLES_DIR = "styles"  # the bundled paintings, beside the plug-in
 # The bundled public-domain paintings (README, "Bundled paintings"): value, label, file.
@@ -39,18 +39,6 @@ REPAINT_INTERVAL = 1.5  # seconds between two repaints of the canvas
 MAX_PREVIEW_SIDE = 512  # px: the layer is repainted from a preview at most this large
 
 _DEFAULTS = Settings()
-
-
-def style_weight(strength: float) -> float:
-    """Strength 0-100 as a style weight: 50 is the daemon's default, every 25 more is x10.
-
-    A log scale because the useful weights span orders of magnitude; 0 means no style at all.
-    """
-    if not 0 <= strength <= 100:
-        raise ValueError(f"strength must be between 0 and 100, got {strength}")
-    if strength == 0:
-        return 0.0
-    return _DEFAULTS.style_weight * 10 ** ((strength - DEFAULT_STRENGTH) / 25)
 
 
 def quality_steps(quality: str) -> tuple[int, int]:
@@ -74,11 +62,10 @@ def build_settings(
     lets the daemon decide whether to tile.
     """
     iterations, scales = quality_steps(quality)
-    return _DEFAULTS.replace(
+    return _DEFAULTS.at_strength(strength).replace(
         size=size,
         iterations=iterations,
         scales=scales,
-        style_weight=style_weight(strength),
         preserve_colors=preserve_colors,
         seed=None if seed < 0 else seed,
         tile=tile,

@@ -12,10 +12,11 @@ from pathlib import Path
 from brushwork import remote
 from brushwork.errors import BadInput
 from brushwork.images import DEFAULT_JPEG_QUALITY
-from brushwork.settings import INITS, OPTIMIZERS, PRESERVE_COLORS, Settings
+from brushwork.settings import INITS, OPTIMIZERS, PRESERVE_COLORS, STYLE_LOSSES, Settings
 
 _DEFAULTS = Settings()
-_FIELDS = "|".join(f.name for f in dataclasses.fields(Settings))
+# Settings fields and `strength` (Settings.at_strength), as they appear in its messages
+_FIELDS = "|".join([f.name for f in dataclasses.fields(Settings)] + ["strength"])
 
 
 # The options that set one Settings field of the same name each: flag, type, what it does.
@@ -26,8 +27,10 @@ _SETTING_FLAGS = (
     ("--content-weight", float, "how much of the content's structure stays"),
     ("--tv-weight", float, "total variation: smooths pixel noise"),
     ("--style-scale", float, "style image size relative to the output; larger = bigger strokes"),
-    ("--scales", int, "coarse-to-fine levels, each twice the size of the one before"),
-)
+    ("--scales", int, "coarse-to-fine levels at most, each twice the size of the one before"),
+    ("--min-scale", int, "short side of the coarsest level in px; smaller paints the style's "
+     "layout over the subject"),
+)  # fmt: skip
 
 
 def _field(flag: str) -> str:
@@ -58,11 +61,26 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--init",
         default=d.init,
-        metavar="{" + ",".join(INITS[:2]) + ",PATH}",
-        help="start from the content, noise or an image file (default %(default)s)",
+        metavar="{" + ",".join(INITS[:-1]) + ",PATH}",
+        help="palette: the content in the style's colours; content; noise; or an image file "
+        "(default %(default)s)",
     )
     g.add_argument(
         "--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="default %(default)s"
+    )
+    g.add_argument(
+        "--style-loss",
+        choices=STYLE_LOSSES,
+        default=d.style_loss,
+        help="w2: match the style's feature means and covariances (2-Wasserstein); gram: the "
+        "textbook Gram matrices, faster (default %(default)s)",
+    )
+    g.add_argument(
+        "--strength",
+        type=float,
+        metavar="S",
+        help="0-100, the GIMP filter's Strength: 0 content alone, 100 style alone, 50 (the "
+        "default) the weights as given",
     )
     g.add_argument(
         "--seed",
@@ -89,12 +107,15 @@ def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
             **same,
             style_blend=args.style_blend,
             preserve_colors=args.preserve_colors,
-            init=args.init if args.init in INITS[:2] else "image",
+            init=args.init if args.init in INITS[:-1] else "image",
             optimizer=args.optimizer,
+            style_loss=args.style_loss,
             seed=None if args.seed == -1 else args.seed,
             tile=args.tile,
         )
         settings.blend_weights(n_styles)
+        if args.strength is not None:
+            settings = settings.at_strength(args.strength)
     except ValueError as e:
         raise BadInput(as_flags(str(e))) from None
     return settings
