@@ -52,7 +52,7 @@ def loss_terms(
             "content": s.content_weight
             * losses.content_scale(a_c)
             * float(losses.content_loss(a_c, acts[s.content_layer])),
-            "style": s.style_weight * float(losses.style_loss(grams, acts, weights)),
+            "style": s.style_weight * float(losses.style_loss("gram", grams, acts, weights)),
             "tv": s.tv_weight * float(losses.tv_loss(image.float())),
         }
     terms["total"] = sum(terms.values())

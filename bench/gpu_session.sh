@@ -4,7 +4,7 @@
 #   gpu_check.json   bench/gpu_check.py: fast path on, no per-iteration syncs, bf16 vs fp32
 #                    loss, 512 px / 500 iterations timing, GPU memory, tiling, torch.compile
 #   tiled-2048.jpg   the forced-tiling result, to look at the blend bands
-#   graph_probe.txt  bench/gpu_graph_probe.py: eager vs one CUDA graph per level, time and loss
+#   graph_probe.txt  bench/probes/gpu_graph_probe.py: eager vs one CUDA graph per level, time and loss
 #   cuda-DATE.json/.md   bench/run.py table: Brushwork bf16 and fp32 vs the naive baseline
 #   images.tgz       the 512 and 1024 px results of each program
 # Run from the repo root with the weights at .cache/vgg16-features.pth (see bench/README.md).
@@ -34,8 +34,8 @@ echo "== engine check (bench/gpu_check.py)"
 timeout 150 $PY bench/gpu_check.py "$OUT/gpu_check.json"
 echo "gpu_check exit $?"
 
-echo "== whole-iteration CUDA graphs against eager, 512 px x 500 iterations (bench/gpu_graph_probe.py)"
-timeout 120 $PY bench/gpu_graph_probe.py | tee "$OUT/graph_probe.txt"
+echo "== whole-iteration CUDA graphs against eager, 512 px x 500 iterations (bench/probes/gpu_graph_probe.py)"
+timeout 120 $PY bench/probes/gpu_graph_probe.py | tee "$OUT/graph_probe.txt"
 
 echo "== benchmark (bench/run.py)"
 timeout 330 $PY bench/run.py --device cuda --sizes 512,1024,2048,4096 --caps 10,20,30,45 \

@@ -3,6 +3,12 @@
     PYTHONPATH=daemon python bench/run.py --device cpu --sizes 128,256,512
     PYTHONPATH=daemon python bench/run.py --device cuda --sizes 512,1024,2048,4096 --fp32-too
 
+Both sides minimise the seed's objective (Gram style loss, content start, style weight 10:
+`SEED_OBJECTIVE`), since naive.py and evaluate.py code only that one; Brushwork's default
+settings (W2 style loss, palette start) are also timed, as "brushwork, defaults", on the
+same images: their loss columns score them on the seed's objective, which they do not
+minimise, so they have no speed-up.
+
 For each size: Brushwork on a fresh engine (with --warm, the default on GPUs, timed again on
 the same engine: style targets cached and cuDNN tuned, as in the daemon), optionally with
 autocast off or torch.compile, then the naive reference, run until its loss reaches
@@ -30,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_CONTENT = REPO / "examples" / "tubingen.jpg"
 DEFAULT_STYLE = REPO / "examples" / "starry_night.jpg"
+SEED_OBJECTIVE = {"style_loss": "gram", "init": "content", "style_weight": 10.0}
 
 
 def _inputs(job: dict, device):
@@ -78,7 +85,7 @@ def run_brushwork(job: dict) -> dict:
     if job.get("compile"):
         engine.model.forward = torch.compile(engine.model.forward)
     (content, style), (c_t, s_t) = _inputs(job, engine.device)
-    levels = len(scale_sizes(*content.shape[:2], settings.scales))
+    levels = len(scale_sizes(*content.shape[:2], settings.scales, settings.min_scale))
     final_steps = split_iterations(settings.iterations, levels)[-1]
     marks: dict[int, float] = {}
     every = max(1, final_steps // 2)  # two reports in the final level: its rate, few syncs
@@ -106,7 +113,8 @@ def run_brushwork(job: dict) -> dict:
         Image.fromarray((result.image * 255).round().astype(np.uint8)).save(job["save"])
     peaks = _peaks(engine.device)  # before the common evaluation, which is not the engine's
     model = reference_model(job["weights"], engine.device)
-    terms = loss_terms(model, c_t, s_t, image.to(engine.device), settings)
+    objective = Settings(**job["objective"])  # the seed's, whatever this run minimised
+    terms = loss_terms(model, c_t, s_t, image.to(engine.device), objective)
     return {
         "kind": "brushwork",
         "precision": str(engine.compute_dtype).replace("torch.", ""),
@@ -233,7 +241,9 @@ def main() -> int:
     from brushwork.engine import LBFGS_HISTORY
     from brushwork.settings import Settings
 
-    settings = Settings() if args.iterations is None else Settings(iterations=args.iterations)
+    iterations = {} if args.iterations is None else {"iterations": args.iterations}
+    settings = Settings(**SEED_OBJECTIVE, **iterations)
+    defaults = Settings(**iterations)
     sizes = [int(s) for s in args.sizes.split(",")]
     caps = [float(c) for c in args.caps.split(",")]
     caps = (caps + [caps[-1]] * len(sizes))[: len(sizes)]  # the last cap repeats as needed
@@ -245,11 +255,12 @@ def main() -> int:
         "style": args.style, "history": LBFGS_HISTORY,
         "warm": args.warm if args.warm is not None else not args.device.startswith("cpu"),
     }  # fmt: skip
-    variants = [("brushwork", "auto", False)]
+    variants = [("brushwork", "auto", False, settings)]
     if args.fp32_too:
-        variants.append(("brushwork fp32", "fp32", False))
+        variants.append(("brushwork fp32", "fp32", False, settings))
     if args.compile:
-        variants.append(("brushwork compiled", "auto", True))
+        variants.append(("brushwork compiled", "auto", True, settings))
+    variants.append(("brushwork, defaults", "auto", False, defaults))
     now = datetime.datetime.now(datetime.UTC)
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else _cpu_name()
     record = {
@@ -264,6 +275,7 @@ def main() -> int:
         "content": Path(args.content).name,
         "style": Path(args.style).name,
         "settings": settings.to_dict(),
+        "default_settings": defaults.to_dict(),
         "lbfgs_history": LBFGS_HISTORY,
         "rows": [],
     }
@@ -271,13 +283,15 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{args.device.split(':')[0]}-{now:%Y-%m-%d}"
     for size, cap in zip(sizes, caps, strict=True):
-        job = {**base, "size": size, "settings": settings.replace(size=size).to_dict()}
+        seed = settings.replace(size=size).to_dict()
+        job = {**base, "size": size, "settings": seed, "objective": seed}
         runs = []
-        for label, precision, compiled in variants:
-            save = str(images_dir / f"{label.replace(' ', '-')}-{size}.png") if images_dir else None
+        for label, precision, compiled, own in variants:
+            name = label.replace(",", "").replace(" ", "-")
+            save = str(images_dir / f"{name}-{size}.png") if images_dir else None
             run = _subprocess(
                 {**job, "kind": "brushwork", "precision": precision, "compile": compiled,
-                 "save": save}
+                 "save": save, "settings": own.replace(size=size).to_dict()}
             )  # fmt: skip
             runs.append({"label": label, **run})
             print(f"{size} px {label}: {run}", file=sys.stderr, flush=True)

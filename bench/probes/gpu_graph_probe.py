@@ -1,7 +1,7 @@
 """Does one CUDA graph per level, around the whole iteration, meet 512 px x 500 iterations <= 1.5 s?
 
 The eager engine is launch-bound at 512 px (about 5 ms per iteration on an H200, bf16 and fp32
-alike), and torch.compile's graphs around VGG alone did not help (gpu_compile_probe.py): the
+alike), and torch.compile's graphs around VGG alone did not help (bench/README.md): the
 launches left are the losses, the backward pass and the L-BFGS step. Every iteration after the
 first is the same kernels on the same buffers (lbfgs.py keeps its counter on the device), so
 here _Run.run_steps is replaced by one that runs WARMUP iterations eagerly on a side stream,
@@ -9,7 +9,7 @@ captures one iteration and replays it, with cancel and progress still between it
 
 Each mode runs in its own process, a cold and a warm job each; one JSON line per mode, with the
 final loss so that graphs can be checked against eager (they should agree to float rounding):
-    PYTHONPATH=daemon python bench/gpu_graph_probe.py [eager] [graphs] [--size 512]
+    PYTHONPATH=daemon python bench/probes/gpu_graph_probe.py [eager] [graphs] [--size 512]
 """
 
 import argparse
