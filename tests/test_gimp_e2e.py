@@ -446,8 +446,16 @@ def dialog_session(gimp, daemon) -> dict:
     assert pressed.count("pressed OK") == 2, f"no dialog to press OK in: {pressed}"
     assert "pressed Cancel at" in pressed, f"no progress window to cancel: {pressed}"
     report["cancel_button"]["pressed"] = float(pressed.split("pressed Cancel at")[1].split()[0])
-    with daemon.client() as client:  # as the daemon's user: the plug-in's jobs by name
-        report["cancel_button"]["jobs"] = client.info(daemon.operator_token()).queue
+    # As the daemon's user: the plug-in's jobs by name. The plug-in tells the daemon and
+    # returns at once; the daemon stops the job at its next step, so give it a few seconds.
+    deadline = time.monotonic() + 10
+    with daemon.client() as client:
+        while True:
+            jobs = client.info(daemon.operator_token()).queue
+            if time.monotonic() > deadline or all(j["state"] != "running" for j in jobs):
+                break
+            time.sleep(0.1)
+    report["cancel_button"]["jobs"] = jobs
     return report
 
 
