@@ -56,13 +56,14 @@ def palette(
     images: list[torch.Tensor], weights: tuple[float, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Colour mean (3, 1) and covariance (3, 3) of the pixels of `images` blended by
-    `weights` (summing to 1), in float64: first and second moments mix linearly."""
+    `weights` (summing to 1), returned in float64: first and second moments mix linearly.
+    Reduced in the images' own dtype, so a large style image is never copied."""
     mean = torch.zeros(3, 1, dtype=torch.float64, device=images[0].device)
     second = torch.zeros(3, 3, dtype=torch.float64, device=images[0].device)
     for image, w in zip(images, weights, strict=True):
-        x = image.flatten(2)[0].double()
-        mean += w * x.mean(1, keepdim=True)
-        second += w * (x @ x.T) / x.shape[1]
+        x = image.flatten(2)[0]
+        mean += w * x.mean(1, keepdim=True, dtype=torch.float64)
+        second += w * (x @ x.T).double() / x.shape[1]
     return mean, second - mean @ mean.T
 
 
