@@ -561,10 +561,12 @@ def _refusal(event: int, value: int, curve: bool) -> str:
             " folder (`brushwork keys generate --client NAME` there makes one; give its"
             " .key_secret with --client-key)"
         )
-    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-        if curve:
-            return "does not use CURVE: drop --server-key (and $BRUSHWORK_SERVER_KEY)"
+    if not curve:
+        # Without CURVE here, a handshake fails only against a CURVE daemon, whichever way the
+        # failure is reported (a mechanism mismatch, or the daemon closing first).
         return "requires CURVE: give its public key (its server.key) with --server-key"
+    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "does not use CURVE: drop --server-key (and $BRUSHWORK_SERVER_KEY)"
     return "did not complete the CURVE handshake: is --server-key this daemon's public key?"
 
 
