@@ -445,11 +445,12 @@ def main(argv: list[str] | None = None) -> None:
     report.mkdir(parents=True, exist_ok=True)
     for pair in pairs:
         contact_sheet(pair, rows, report / f"{pair.name}.png")
-    for size in sizes:
+    for size in sorted({r["size"] for r in rows}):
         frontier_plot(rows, size, report / f"frontier-{size}.png")
     text = f"# Quality: {args.tag}, {datetime.date.today()}\n\nBrushwork overrides: {overrides}\n\n"
     (report.with_suffix(".md")).write_text(text + summary(rows) + "\n\n" + table(rows) + "\n")
-    (report / "rows.json").write_text(json.dumps(rows, indent=1))
+    relative = [{**r, "image": str(Path(r["image"]).relative_to(args.out))} for r in rows]
+    (report / "rows.json").write_text(json.dumps(relative, indent=1))
     print(summary(rows))
 
 

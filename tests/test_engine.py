@@ -89,7 +89,9 @@ def test_high_bit_depth_inputs_match_8_bit(engine, dtype):
     settings = FAST.replace(seed=3)
     ref = engine.stylize(c8, [s8], settings).image
     out = engine.stylize(convert(c8), [convert(s8)], settings).image
-    assert np.abs(out - ref).max() < 1e-3
+    # The inputs differ in their last bits (x / 255 against x * (1 / 255)); the optimiser may
+    # amplify that (more with one thread than two), never to a visible difference.
+    assert np.abs(out - ref).max() < 1 / 255
 
 
 def test_grey_content_gives_rgb(engine):
@@ -220,14 +222,22 @@ def test_blend_weights_choose_among_styles(engine):
         engine.stylize(content_image(), [s1], settings.replace(style_blend=(1, 1)))
 
 
-def test_style_targets_are_cached(engine):
+def test_style_targets_are_cached(engine, monkeypatch):
+    """A repeated style costs neither a VGG pass (moments) nor the loss's target (for W2 an
+    eigendecomposition per layer)."""
+    w2 = engine_module.losses.STYLE_LOSSES["w2"]
+    made = []
+    monkeypatch.setattr(w2, "target", lambda m: made.append(m) or type(w2).target(w2, m))
     before = engine.style_cache_size()
     style = style_image(seed=11)
     engine.stylize(content_image(), [style], FAST)
-    after_first = engine.style_cache_size()
+    after_first, targets_made = engine.style_cache_size(), len(made)
     engine.stylize(content_image(), [style], FAST)
     assert after_first == before + 1
     assert engine.style_cache_size() == after_first
+    assert targets_made == len(FAST.style_layers) and len(made) == targets_made
+    engine.stylize(content_image(), [style], FAST.replace(style_weight=3.0))  # same targets
+    assert len(made) == targets_made
 
 
 def test_style_scale_changes_the_result(engine):
@@ -298,6 +308,28 @@ def test_bf16_passes_track_fp32(engine):
     full = engine.stylize(content_image(), [style_image()], settings)
     assert seen[-1].losses["style"] < 0.6 * seen[0].losses["style"]
     assert low.losses["total"] == pytest.approx(full.losses["total"], rel=0.1)
+
+
+def test_each_finer_level_weighs_style_by_the_gain(engine, monkeypatch):
+    """Style layer l at level k weighs b lambda_l STYLE_GAIN^k / Js[l](S, 0): relative errors,
+    the style's share raised an octave at a time (so larger jobs keep the coarse look)."""
+    settings = Settings(size=192, iterations=4, scales=3, min_scale=32, style_weight=3.0)
+    seen = []
+    original = engine_module.losses.style_loss
+
+    def spy(kind, targets, acts, layer_weights):
+        scale = engine_module.losses.STYLE_LOSSES[kind].scale
+        seen.append({n: w / scale(targets[n]) for n, w in layer_weights.items()})
+        return original(kind, targets, acts, layer_weights)
+
+    monkeypatch.setattr(engine_module.losses, "style_loss", spy)
+    engine.stylize(content_image(), [style_image()], settings)
+    lam = dict(zip(settings.style_layers, settings.layer_weights(), strict=True))
+    levels = [0, 0, 1, 2]  # split_iterations(4, 3) == [2, 1, 1]
+    assert len(seen) == len(levels)
+    for k, weights in zip(levels, seen, strict=True):
+        expected = {n: 3.0 * w * engine_module.STYLE_GAIN**k for n, w in lam.items()}
+        assert weights == pytest.approx(expected, rel=1e-5)
 
 
 def test_finer_level_starts_with_the_content_detail_back():

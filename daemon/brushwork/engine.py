@@ -33,6 +33,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Style statistics kept across jobs, bounded by bytes (one style's five layers' moments are 2.4 MB
 # in fp32), so a daemon fed ever new styles holds at most this much for them.
 STYLE_CACHE_BYTES = 256 << 20
+# The style loss's targets (blended moments, for W2 an eigendecomposition per layer) per pyramid
+# level's styles, kept for jobs that repeat a style: each is about one style's moments in size.
+TARGET_CACHE_ENTRIES = 16
 LBFGS_HISTORY = 50
 # Whole-image buffers, per pixel (fp32 RGB is 12 B): what tiling cannot shrink. Input images
 # as float and their split copies; per output pixel the level's content, x, the canvas and its
@@ -129,6 +132,12 @@ def style_size(
 
 
 STEP_RATIO = 2  # steps of a level over those of the next finer one
+# Style weight of a level over that of the next coarser one. At a finer level the content
+# layer sees edges the upscaled image lacks and pulls them back, so with equal weights each
+# octave ended nearer the content: a 512 px job had less style than a 256 px one, 1024 px
+# less again (bench/README.md, "Quality"). Doubling the style weight per octave keeps the
+# look the coarsest level made.
+STYLE_GAIN = 2.0
 
 
 def split_iterations(total: int, levels: int) -> list[int]:
@@ -324,6 +333,7 @@ class Engine:
         self.memory_fraction = memory_fraction
         self.memory_limit = memory_limit
         self._style_cache: OrderedDict[tuple, dict[str, losses.Moments]] = OrderedDict()
+        self._target_cache: OrderedDict[tuple, dict[str, object]] = OrderedDict()
 
     def features(self, image: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
         """Activations of `layers` in the compute dtype; the losses take them to fp32 where
@@ -455,20 +465,33 @@ class Engine:
     ) -> dict[str, object]:
         """The style loss's targets per style layer, from the moments blended over the style
         images: sum_k w_k m_l(S_k)."""
+        keys = tuple(self._style_key(style, settings) for style in styles)
+        cache_key = (keys, blend, settings.style_loss)
+        if cache_key in self._target_cache:
+            self._target_cache.move_to_end(cache_key)
+            return self._target_cache[cache_key]
         blended: dict[str, losses.Moments] = {}
-        for style, w in zip(styles, blend, strict=True):
-            for name, m in self._moments(style, settings).items():
+        for style, key, w in zip(styles, keys, blend, strict=True):
+            for name, m in self._moments(style, key, settings).items():
                 blended[name] = blended[name] + m * w if name in blended else m * w
         loss = losses.STYLE_LOSSES[settings.style_loss]
-        return {name: loss.target(m) for name, m in blended.items()}
+        targets = {name: loss.target(m) for name, m in blended.items()}
+        self._target_cache[cache_key] = targets
+        while len(self._target_cache) > TARGET_CACHE_ENTRIES:
+            self._target_cache.popitem(last=False)
+        return targets
 
-    def _moments(self, style: torch.Tensor, settings: Settings) -> dict[str, losses.Moments]:
-        layers = settings.style_layers
+    def _style_key(self, style: torch.Tensor, settings: Settings) -> tuple:
         digest = hashlib.blake2b(style.cpu().numpy().tobytes(), digest_size=16).digest()
-        key = (digest, tuple(style.shape), layers, self.compute_dtype)
+        return (digest, tuple(style.shape), settings.style_layers, self.compute_dtype)
+
+    def _moments(
+        self, style: torch.Tensor, key: tuple, settings: Settings
+    ) -> dict[str, losses.Moments]:
         if key in self._style_cache:
             self._style_cache.move_to_end(key)
             return self._style_cache[key]
+        layers = settings.style_layers
         h, w = style.shape[-2:]
         tile = self.tile_side(settings.replace(tile=0), h, w, grad=False)
         if tile >= max(h, w):
@@ -613,6 +636,17 @@ class _Run:
             return x
         return color.with_chroma(x, _resize(self.chroma, tuple(x.shape[-2:])).to(x))
 
+    def style_weights(self, targets: dict[str, object]) -> dict[str, float]:
+        """b lambda_l / Js[l](S, 0) per style layer (each layer's relative error), times
+        STYLE_GAIN for every level above the coarsest."""
+        s = self.settings
+        scale = losses.STYLE_LOSSES[s.style_loss].scale
+        gain = STYLE_GAIN**self.level
+        return {
+            name: gain * s.style_weight * w * scale(targets[name])
+            for name, w in zip(s.style_layers, s.layer_weights(), strict=True)
+        }
+
     def optimize(
         self,
         x: torch.Tensor,
@@ -630,11 +664,7 @@ class _Run:
         with torch.no_grad():
             content_target = self.features(content, {s.content_layer})[s.content_layer].float()
         content_weight = s.content_weight * losses.content_scale(content_target, content_density)
-        style_loss = losses.STYLE_LOSSES[s.style_loss]
-        layer_weights = {
-            name: s.style_weight * w * style_loss.scale(targets[name])
-            for name, w in zip(s.style_layers, s.layer_weights(), strict=True)
-        }
+        layer_weights = self.style_weights(targets)
         layers = {s.content_layer, *s.style_layers}
         v = _Scaled(x, free) if free is not None else _Pixels(x)
         # L-BFGS: one function evaluation per step (no line search), so cancel and progress run
