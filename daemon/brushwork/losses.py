@@ -180,10 +180,13 @@ class _W2LayerLoss(torch.autograd.Function):
         _, n_c, n_h, n_w = a_g.shape
         n = n_h * n_w
         f = a_g.reshape(n_c, n)
-        mean = _at_least_fp32(f).mean(dim=1)
-        x = _at_least_fp32(f) - mean[:, None]
-        eye = torch.eye(n_c, dtype=x.dtype, device=x.device)
-        cov = torch.addmm(eye, x, x.T, beta=delta, alpha=1 / n)
+        f32 = _at_least_fp32(f)
+        mean = f32.mean(dim=1)
+        # Sigma_G = F F^T / N - mu mu^T + delta I, as the style's (W2Loss.target): no centred
+        # copy of the activations, which at the first layers is the largest tensor of the step.
+        eye = torch.eye(n_c, dtype=f32.dtype, device=f32.device)
+        cov = torch.addmm(eye, f32, f32.T, beta=delta, alpha=1 / n)
+        cov.addr_(mean, mean, alpha=-1)
         m = root_s @ cov @ root_s
         lam, v = torch.linalg.eigh(0.5 * (m + m.T))
         lam = lam.clamp_min(delta * delta)  # M >= delta A^2 >= delta^2 I, up to rounding
@@ -198,8 +201,9 @@ class _W2LayerLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         d, shift, mean, f = ctx.saved_tensors
-        x = f - mean.to(f.dtype)[:, None]
-        grad_f = torch.addmm(shift.to(f.dtype)[:, None], d.to(f.dtype), x)
+        # (I - T)(F - mu 1^T) + shift 1^T = (I - T) F + (shift - (I - T) mu) 1^T: F uncentred.
+        offset = (shift - d @ mean).to(f.dtype)
+        grad_f = torch.addmm(offset[:, None], d.to(f.dtype), f)
         return None, None, None, None, grad_f.mul_(grad * ctx.scale).view(ctx.shape), None
 
 
