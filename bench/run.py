@@ -3,11 +3,11 @@
     PYTHONPATH=daemon python bench/run.py --device cpu --sizes 128,256,512
     PYTHONPATH=daemon python bench/run.py --device cuda --sizes 512,1024,2048,4096 --fp32-too
 
-Both sides minimise the seed's objective (Gram style loss, content start, style weight 10:
-`SEED_OBJECTIVE`), since naive.py and evaluate.py code only that one; Brushwork's default
-settings (W2 style loss, palette start) are also timed, as "brushwork, defaults", on the
-same images: their loss columns score them on the seed's objective, which they do not
-minimise, so they have no speed-up.
+Both sides minimise the seed's objective (Gram style loss, content start, style weight 10,
+the same weights at every level: `SEED_OBJECTIVE`), since naive.py and evaluate.py code only
+that one; Brushwork's default settings (W2 style loss, palette start) are also timed, as
+"brushwork, defaults", on the same images: their loss columns score them on the seed's
+objective, which they do not minimise, so they have no speed-up.
 
 For each size: Brushwork on a fresh engine (with --warm, the default on GPUs, timed again on
 the same engine: style targets cached and cuDNN tuned, as in the daemon), optionally with
@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_CONTENT = REPO / "examples" / "tubingen.jpg"
 DEFAULT_STYLE = REPO / "examples" / "starry_night.jpg"
-SEED_OBJECTIVE = {"style_loss": "gram", "init": "content", "style_weight": 10.0}
+SEED_OBJECTIVE = {"style_loss": "gram", "init": "content", "style_weight": 10.0, "style_gain": 1.0}
 
 
 def _inputs(job: dict, device):

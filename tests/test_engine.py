@@ -310,10 +310,13 @@ def test_bf16_passes_track_fp32(engine):
     assert low.losses["total"] == pytest.approx(full.losses["total"], rel=0.1)
 
 
-def test_each_finer_level_weighs_style_by_the_gain(engine, monkeypatch):
-    """Style layer l at level k weighs b lambda_l STYLE_GAIN^k / Js[l](S, 0): relative errors,
+@pytest.mark.parametrize("gain", [2.0, 1.0])
+def test_each_finer_level_weighs_style_by_the_gain(engine, monkeypatch, gain):
+    """Style layer l at level k weighs b lambda_l style_gain^k / Js[l](S, 0): relative errors,
     the style's share raised an octave at a time (so larger jobs keep the coarse look)."""
-    settings = Settings(size=192, iterations=4, scales=3, min_scale=32, style_weight=3.0)
+    settings = Settings(
+        size=192, iterations=4, scales=3, min_scale=32, style_weight=3.0, style_gain=gain
+    )
     seen = []
     original = engine_module.losses.style_loss
 
@@ -328,7 +331,7 @@ def test_each_finer_level_weighs_style_by_the_gain(engine, monkeypatch):
     levels = [0, 0, 1, 2]  # split_iterations(4, 3) == [2, 1, 1]
     assert len(seen) == len(levels)
     for k, weights in zip(levels, seen, strict=True):
-        expected = {n: 3.0 * w * engine_module.STYLE_GAIN**k for n, w in lam.items()}
+        expected = {n: 3.0 * w * gain**k for n, w in lam.items()}
         assert weights == pytest.approx(expected, rel=1e-5)
 
 

@@ -132,12 +132,6 @@ def style_size(
 
 
 STEP_RATIO = 2  # steps of a level over those of the next finer one
-# Style weight of a level over that of the next coarser one. At a finer level the content
-# layer sees edges the upscaled image lacks and pulls them back, so with equal weights each
-# octave ended nearer the content: a 512 px job had less style than a 256 px one, 1024 px
-# less again (bench/README.md, "Quality"). Doubling the style weight per octave keeps the
-# look the coarsest level made.
-STYLE_GAIN = 2.0
 
 
 def split_iterations(total: int, levels: int) -> list[int]:
@@ -638,10 +632,10 @@ class _Run:
 
     def style_weights(self, targets: dict[str, object]) -> dict[str, float]:
         """b lambda_l / Js[l](S, 0) per style layer (each layer's relative error), times
-        STYLE_GAIN for every level above the coarsest."""
+        style_gain for every level above the coarsest."""
         s = self.settings
         scale = losses.STYLE_LOSSES[s.style_loss].scale
-        gain = STYLE_GAIN**self.level
+        gain = s.style_gain**self.level
         return {
             name: gain * s.style_weight * w * scale(targets[name])
             for name, w in zip(s.style_layers, s.layer_weights(), strict=True)

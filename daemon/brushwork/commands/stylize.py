@@ -30,6 +30,8 @@ _SETTING_FLAGS = (
     ("--scales", int, "coarse-to-fine levels at most, each twice the size of the one before"),
     ("--min-scale", int, "short side of the coarsest level in px; smaller paints the style's "
      "layout over the subject"),
+    ("--style-gain", float, "style weight of each finer level over the one before; 1 = the "
+     "seed's objective at every level"),
 )  # fmt: skip
 
 
