@@ -49,6 +49,11 @@ class Moments:
     def __add__(self, other: Moments) -> Moments:
         return Moments(self.mean + other.mean, self.second + other.second)
 
+    def covariance(self, delta: float = 0.0) -> torch.Tensor:
+        """Sigma = second - mean mean^T, plus delta I."""
+        eye = torch.eye(len(self.mean), dtype=self.second.dtype, device=self.second.device)
+        return self.second - torch.outer(self.mean, self.mean) + delta * eye
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.mean, self.second))
@@ -154,9 +159,8 @@ class W2Loss:
     DELTA = 1e-2
 
     def target(self, m: Moments) -> Gaussian:
-        cov = m.second - torch.outer(m.mean, m.mean)
-        delta = self.DELTA * float(cov.diagonal().mean().clamp_min(1e-12))
-        cov = cov + delta * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+        delta = self.DELTA * float(m.covariance().diagonal().mean().clamp_min(1e-12))
+        cov = m.covariance(delta)
         return Gaussian(m.mean, sqrtm(cov), float(cov.diagonal().sum()), delta)
 
     def scale(self, target: Gaussian) -> float:
@@ -178,15 +182,12 @@ class _W2LayerLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mean_s, root_s, trace_s, delta, a_g, weight):
         _, n_c, n_h, n_w = a_g.shape
-        n = n_h * n_w
-        f = a_g.reshape(n_c, n)
-        f32 = _at_least_fp32(f)
-        mean = f32.mean(dim=1)
-        # Sigma_G = F F^T / N - mu mu^T + delta I, as the style's (W2Loss.target): no centred
-        # copy of the activations, which at the first layers is the largest tensor of the step.
-        eye = torch.eye(n_c, dtype=f32.dtype, device=f32.device)
-        cov = torch.addmm(eye, f32, f32.T, beta=delta, alpha=1 / n)
-        cov.addr_(mean, mean, alpha=-1)
+        f = a_g.reshape(n_c, n_h * n_w)
+        # Sigma_G from the raw moments, as the style's (W2Loss.target): no centred copy of the
+        # activations, which at the first layers is the largest tensor of the step.
+        g = moments(a_g)
+        mean, cov = g.mean, g.covariance(delta)
+        eye = torch.eye(n_c, dtype=cov.dtype, device=cov.device)
         m = root_s @ cov @ root_s
         lam, v = torch.linalg.eigh(0.5 * (m + m.T))
         lam = lam.clamp_min(delta * delta)  # M >= delta A^2 >= delta^2 I, up to rounding
@@ -194,7 +195,7 @@ class _W2LayerLoss(torch.autograd.Function):
         transport = (av * lam.rsqrt()) @ av.T  # A M^(-1/2) A
         shift = mean - mean_s
         ctx.save_for_backward(eye - transport, shift, mean, f)
-        ctx.scale, ctx.shape = 2 * weight / n, a_g.shape
+        ctx.scale, ctx.shape = 2 * weight / (n_h * n_w), a_g.shape
         w2 = shift.dot(shift) + cov.diagonal().sum() + trace_s - 2 * lam.sqrt().sum()
         return w2 * weight
 
