@@ -48,13 +48,15 @@ def test_scale_pyramid_goes_coarse_to_fine_and_drops_tiny_levels():
 
 
 def test_coarsest_level_keeps_its_short_side_above_the_floor():
-    """The default floor (160 px) puts the coarsest level of 256, 512 and 1024 px jobs at the
-    same size: one level, two, three."""
+    """The default floor (133 px, just over conv5_1's receptive field) puts the coarsest level
+    of 256, 512 and 1024 px jobs at the same size, from 4:3 to 16:9 and a little wider."""
     floor = Settings().min_scale
     assert scale_sizes(192, 256, 3, floor) == [(192, 256)]
     assert scale_sizes(384, 512, 3, floor) == [(192, 256), (384, 512)]
     assert scale_sizes(768, 1024, 3, floor) == [(192, 256), (384, 512), (768, 1024)]
-    assert scale_sizes(300, 300, 3, floor) == [(300, 300)]  # 150 px is under the floor
+    assert scale_sizes(288, 512, 3, floor) == [(144, 256), (288, 512)]  # 16:9
+    assert scale_sizes(269, 512, 3, floor) == [(134, 256), (269, 512)]  # 1.9:1
+    assert scale_sizes(250, 250, 3, floor) == [(250, 250)]  # 125 px is under the floor
     assert scale_sizes(100, 50, 3, floor) == [(100, 50)]  # the output itself is always kept
 
 

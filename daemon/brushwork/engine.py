@@ -251,7 +251,7 @@ def estimate_memory(
     grad, no_grad = bytes_per_pixel(True, dtype), bytes_per_pixel(False, dtype)
     style_sizes: list[tuple[int, int]] = []
     tile = max(out)
-    for h, w in scale_sizes(*out, settings.scales):
+    for h, w in scale_sizes(*out, settings.scales, settings.min_scale):
         style_sizes = [style_size(s, (h, w), settings) for s in styles]
         tile = tile_for(settings, h, w, grad, budget)
         passes = [min(h, tile) * min(w, tile) * grad]

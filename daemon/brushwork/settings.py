@@ -51,8 +51,9 @@ class Settings:
     scales: int = 3  # coarse-to-fine pyramid levels at most, each twice the previous size
     # Short side of the coarsest level, px: wider than the deepest style layer's receptive
     # field (conv5_1: 132 px), which would otherwise see the whole picture at once and paint
-    # the style's composition over the subject (bench/README.md).
-    min_scale: int = 160
+    # the style's composition over the subject (bench/README.md). No wider, so that a 16:9
+    # picture's 512 px job starts from its 256 px look, as a 4:3 one's does.
+    min_scale: int = 133
     # Style weight of each level over the next coarser one's. At a finer level the content
     # layer pulls back edges the upscaled image lacks; with equal weights (1, the seed's
     # objective at every level) each octave ended nearer the content, a 1024 px job with a
