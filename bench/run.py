@@ -76,7 +76,7 @@ def _sync(device) -> None:
 def run_brushwork(job: dict) -> dict:
     import torch
 
-    from brushwork.engine import Engine, scale_sizes, split_iterations
+    from brushwork.engine import Engine, pyramid, split_iterations
     from brushwork.settings import Settings
     from evaluate import loss_terms, reference_model
 
@@ -85,7 +85,7 @@ def run_brushwork(job: dict) -> dict:
     if job.get("compile"):
         engine.model.forward = torch.compile(engine.model.forward)
     (content, style), (c_t, s_t) = _inputs(job, engine.device)
-    levels = len(scale_sizes(*content.shape[:2], settings.scales, settings.min_scale))
+    levels = len(pyramid(*content.shape[:2], settings))
     final_steps = split_iterations(settings.iterations, levels)[-1]
     marks: dict[int, float] = {}
     every = max(1, final_steps // 2)  # two reports in the final level: its rate, few syncs

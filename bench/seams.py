@@ -108,7 +108,7 @@ def lines(settings: Settings, height: int, width: int) -> tuple[dict, dict]:
     level of the pyramid each handover line comes from. Handover lines and window edges are
     taken at every tiled level as the engine plans them, scaled to the output."""
     handover, edge, level = [set(), set()], [set(), set()], {}
-    for h, w in engine_mod.scale_sizes(height, width, settings.scales, settings.min_scale):
+    for h, w in engine_mod.pyramid(height, width, settings):
         tile = min(settings.tile, max(h, w))
         overlap = tiling.overlap_for(tile)
         plan = tiling.plan(h, w, tile, overlap)

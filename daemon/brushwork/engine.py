@@ -121,6 +121,12 @@ def scale_sizes(
     return sizes
 
 
+def pyramid(height: int, width: int, settings: Settings) -> list[tuple[int, int]]:
+    """The levels Engine.stylize works for an output of (height, width) with these settings:
+    what the memory estimate, the remote fitting and the benchmarks must walk too."""
+    return scale_sizes(height, width, settings.scales, settings.min_scale)
+
+
 def style_size(
     style: tuple[int, int], level: tuple[int, int], settings: Settings
 ) -> tuple[int, int]:
@@ -251,7 +257,7 @@ def estimate_memory(
     grad, no_grad = bytes_per_pixel(True, dtype), bytes_per_pixel(False, dtype)
     style_sizes: list[tuple[int, int]] = []
     tile = max(out)
-    for h, w in scale_sizes(*out, settings.scales, settings.min_scale):
+    for h, w in pyramid(*out, settings):
         style_sizes = [style_size(s, (h, w), settings) for s in styles]
         tile = tile_for(settings, h, w, grad, budget)
         passes = [min(h, tile) * min(w, tile) * grad]
@@ -387,7 +393,7 @@ class Engine:
         generator = (
             torch.Generator().manual_seed(settings.seed) if settings.seed is not None else None
         )
-        sizes = scale_sizes(out_h, out_w, settings.scales, settings.min_scale)
+        sizes = pyramid(out_h, out_w, settings)
         steps = split_iterations(settings.iterations, len(sizes))
         tiles = [self.tile_side(settings, h, w) for h, w in sizes]
         plans = [

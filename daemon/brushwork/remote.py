@@ -61,7 +61,7 @@ def fit_inputs(
     from brushwork import engine, images
 
     out = engine.output_size(*content.shape[:2], settings.size)
-    finest = engine.scale_sizes(*out, settings.scales)[-1]
+    finest = engine.pyramid(*out, settings)[-1]
 
     def fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if size[0] * size[1] >= image.shape[0] * image.shape[1]:
