@@ -50,9 +50,10 @@ class Moments:
         return Moments(self.mean + other.mean, self.second + other.second)
 
     def covariance(self, delta: float = 0.0) -> torch.Tensor:
-        """Sigma = second - mean mean^T, plus delta I."""
-        eye = torch.eye(len(self.mean), dtype=self.second.dtype, device=self.second.device)
-        return self.second - torch.outer(self.mean, self.mean) + delta * eye
+        """Sigma = second - mean mean^T, plus delta I (added to the diagonal in place)."""
+        cov = self.second - torch.outer(self.mean, self.mean)
+        cov.diagonal().add_(delta)
+        return cov
 
     @property
     def nbytes(self) -> int:
@@ -159,8 +160,9 @@ class W2Loss:
     DELTA = 1e-2
 
     def target(self, m: Moments) -> Gaussian:
-        delta = self.DELTA * float(m.covariance().diagonal().mean().clamp_min(1e-12))
-        cov = m.covariance(delta)
+        cov = m.covariance()
+        delta = self.DELTA * float(cov.diagonal().mean().clamp_min(1e-12))
+        cov.diagonal().add_(delta)
         return Gaussian(m.mean, sqrtm(cov), float(cov.diagonal().sum()), delta)
 
     def scale(self, target: Gaussian) -> float:
@@ -187,14 +189,15 @@ class _W2LayerLoss(torch.autograd.Function):
         # activations, which at the first layers is the largest tensor of the step.
         g = moments(a_g)
         mean, cov = g.mean, g.covariance(delta)
-        eye = torch.eye(n_c, dtype=cov.dtype, device=cov.device)
         m = root_s @ cov @ root_s
         lam, v = torch.linalg.eigh(0.5 * (m + m.T))
         lam = lam.clamp_min(delta * delta)  # M >= delta A^2 >= delta^2 I, up to rounding
         av = root_s @ v
         transport = (av * lam.rsqrt()) @ av.T  # A M^(-1/2) A
+        identity_minus_t = transport.neg_()
+        identity_minus_t.diagonal().add_(1)  # I - T, without an identity matrix
         shift = mean - mean_s
-        ctx.save_for_backward(eye - transport, shift, mean, f)
+        ctx.save_for_backward(identity_minus_t, shift, mean, f)
         ctx.scale, ctx.shape = 2 * weight / (n_h * n_w), a_g.shape
         w2 = shift.dot(shift) + cov.diagonal().sum() + trace_s - 2 * lam.sqrt().sum()
         return w2 * weight
