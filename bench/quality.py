@@ -54,6 +54,7 @@ TEXTBOOK_BALANCED = 10.0
 TEXTBOOK = Settings(
     content_layer="conv3_3",
     style_layers=("conv1_2", "conv2_2", "conv3_3", "conv4_3"),
+    style_layer_falloff=1.0,
     tv_weight=0.0,
     scales=1,
     iterations=100,

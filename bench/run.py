@@ -36,7 +36,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_CONTENT = REPO / "examples" / "tubingen.jpg"
 DEFAULT_STYLE = REPO / "examples" / "starry_night.jpg"
-SEED_OBJECTIVE = {"style_loss": "gram", "init": "content", "style_weight": 10.0, "style_gain": 1.0}
+SEED_OBJECTIVE = {
+    "style_loss": "gram",
+    "init": "content",
+    "style_weight": 10.0,
+    "style_gain": 1.0,
+    "style_layer_falloff": 1.0,
+}
 
 
 def _inputs(job: dict, device):

@@ -37,6 +37,13 @@ STYLE_CACHE_BYTES = 256 << 20
 # level's styles, kept for jobs that repeat a style: each is about one style's moments in size.
 TARGET_CACHE_ENTRIES = 16
 LBFGS_HISTORY = 50
+# L-BFGS steps in pixel units (pixels live in [0, 1]). torch's first step (an L1 length of 1
+# over the whole image) moves a pixel by 1e-4 or less, under the rounding of bf16 activations,
+# so the first curvature pair was noise and the second step could land anywhere, 30 px values
+# once (bench/README.md). The first step moves the pixel with the largest gradient by
+# LBFGS_FIRST_STEP, and no step moves any pixel by more than LBFGS_MAX_STEP.
+LBFGS_FIRST_STEP = 0.01
+LBFGS_MAX_STEP = 0.1
 # Whole-image buffers, per pixel (fp32 RGB is 12 B): what tiling cannot shrink. Input images
 # as float and their split copies; per output pixel the level's content, x, the canvas and its
 # owner map, resize temporaries and the result; per style pixel (resized) the style and a
@@ -669,7 +676,11 @@ class _Run:
         v = _Scaled(x, free) if free is not None else _Pixels(x)
         # L-BFGS: one function evaluation per step (no line search), so cancel and progress run
         # every iteration; the curvature history lives for one scale (or tile).
-        opt = LBFGS(v.leaf, LBFGS_HISTORY) if s.optimizer == "lbfgs" else None
+        opt = (
+            LBFGS(v.leaf, LBFGS_HISTORY, first_step=LBFGS_FIRST_STEP, max_step=LBFGS_MAX_STEP)
+            if s.optimizer == "lbfgs"
+            else None
+        )
         adam = torch.optim.Adam([v.leaf], lr=s.learning_rate) if opt is None else None
 
         def iterate() -> dict[str, torch.Tensor]:

@@ -14,6 +14,12 @@ projects x (the engine clamps pixels to [0, 1]): the actual change of x makes th
 depend discontinuously on which pixels touch a bound, and results wander with the input's
 last bit.
 
+torch's first step is steepest descent with an L1 length of lr: over an image's hundreds of
+thousands of pixels that moves none of them by 1e-4, and with bf16 activations the change of
+gradient it measures is rounding noise, so the first curvature pair can send the second step
+anywhere. `first_step` sizes the first step by its largest element instead, and `max_step`
+bounds every step's (both in the units of x; the engine passes pixel values).
+
 After the first step, a step only writes into buffers allocated up front and keeps its push
 counter on the device, so the same sequence of kernels serves every later step: it can be
 captured once in a CUDA graph and replayed (bench/probes/gpu_graph_probe.py).
@@ -29,11 +35,23 @@ _CURVATURE_EPS = 1e-10
 class LBFGS:
     """Minimise over the tensor `x` in place; call step(grad) after each gradient evaluation."""
 
-    def __init__(self, x: torch.Tensor, history: int, lr: float = 1.0) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        history: int,
+        lr: float = 1.0,
+        first_step: float | None = None,
+        max_step: float | None = None,
+    ) -> None:
+        """first_step: the first step's largest change of an element (None: torch's rule, an
+        L1 length of at most lr); max_step: no step changes an element by more (None: no
+        bound)."""
         if history < 1:
             raise ValueError("history must be at least 1")
         self.x = x
         self.lr = lr
+        self.first_step = first_step
+        self.max_step = max_step
         self.m = history
         n = x.numel()
         opts = {"device": x.device, "dtype": torch.float32}
@@ -56,16 +74,20 @@ class LBFGS:
         x = self.x.detach().view(-1)  # a view: x must be contiguous, the step lands in it
         g = grad.detach().reshape(-1).float()
         if not self.started:
-            # First step: steepest descent, scaled so its L1 length is at most lr (as torch).
             self.started = True
             d = -g
-            t = torch.clamp(1.0 / g.abs().sum().clamp_min(1e-30), max=1.0) * self.lr
+            if self.first_step is None:  # torch: steepest descent, L1 length at most lr
+                t = torch.clamp(1.0 / g.abs().sum().clamp_min(1e-30), max=1.0) * self.lr
+            else:
+                t = self.first_step / g.abs().amax().clamp_min(1e-30)
         else:
             self._push(self.prev_step, g - self.prev_g)
             d = -self._inverse_hessian_times(g)
             # A direction that does not descend (numerical trouble) falls back to -g.
             d = torch.where(torch.dot(g, d) < 0, d, -g)
             t = self.lr
+        if self.max_step is not None:
+            t = torch.clamp(self.max_step / d.abs().amax().clamp_min(1e-30), max=t)
         torch.mul(d, t, out=self.prev_step)
         self.prev_g.copy_(g)
         x.add_(self.prev_step)

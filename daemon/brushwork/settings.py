@@ -38,7 +38,12 @@ class Settings:
     tv_weight: float = 1.0
     content_layer: str = "conv4_2"
     style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-    style_layer_weights: tuple[float, ...] = ()  # empty: equal weights
+    style_layer_weights: tuple[float, ...] = ()  # empty: style_layer_falloff decides
+    # Each style layer's weight over the next deeper one's, when style_layer_weights is empty
+    # (1 weighs them alike, as the seed's objective). The terms are relative errors, so equal
+    # weights give conv4_1 and conv5_1, which see whole objects, the say of the stroke-sized
+    # layers: they paint the style's motifs (moons, swirls) into the subject (bench/README.md).
+    style_layer_falloff: float = 1.5
     style_loss: str = "w2"  # "gram": the seed's Gram matrices (the textbook run)
     style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
     style_scale: float = 1.0  # style image's long side relative to the output's
@@ -78,6 +83,7 @@ class Settings:
         if self.tile and self.tile < 64:
             raise ValueError("tile must be 0 (automatic) or at least 64 px")
         _float_range("style_gain", self.style_gain, 0.25, 8.0)
+        _float_range("style_layer_falloff", self.style_layer_falloff, 0.25, 8.0)
         for name in ("content_weight", "style_weight", "tv_weight"):
             _float_range(name, getattr(self, name), 0.0, 1e12)
         _float_range("learning_rate", self.learning_rate, 1e-6, 10.0)
@@ -108,8 +114,12 @@ class Settings:
             _int_range("seed", self.seed, 0, 2**63 - 1)
 
     def layer_weights(self) -> tuple[float, ...]:
-        """Style layer weights lambda_l, normalised to sum to 1."""
-        w = self.style_layer_weights or (1.0,) * len(self.style_layers)
+        """Style layer weights lambda_l, normalised to sum to 1: style_layer_weights, else
+        style_layer_falloff^(n - 1 - l) for the n layers, the first (finest) the heaviest."""
+        n = len(self.style_layers)
+        w = self.style_layer_weights or tuple(
+            self.style_layer_falloff ** (n - 1 - i) for i in range(n)
+        )
         return tuple(x / sum(w) for x in w)
 
     def blend_weights(self, n_styles: int) -> tuple[float, ...]:

@@ -32,6 +32,8 @@ _SETTING_FLAGS = (
      "layout over the subject"),
     ("--style-gain", float, "style weight of each finer level over the one before; 1 = the "
      "seed's objective at every level"),
+    ("--style-layer-falloff", float, "weight of each style layer over the next deeper one's; "
+     "1 = equal, as the seed's objective"),
 )  # fmt: skip
 
 
