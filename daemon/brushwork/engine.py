@@ -38,10 +38,10 @@ STYLE_CACHE_BYTES = 256 << 20
 TARGET_CACHE_ENTRIES = 16
 LBFGS_HISTORY = 50
 # L-BFGS steps in pixel units (pixels live in [0, 1]). torch's first step (an L1 length of 1
-# over the whole image) moves a pixel by 1e-4 or less, under the rounding of bf16 activations,
-# so the first curvature pair was noise and the second step could land anywhere, 30 px values
-# once (bench/README.md). The first step moves the pixel with the largest gradient by
-# LBFGS_FIRST_STEP, and no step moves any pixel by more than LBFGS_MAX_STEP.
+# over the whole image) moves no pixel by more than a few 1e-4 at 256 px, under the rounding
+# of bf16 activations, so the first curvature pair was noise and the second step could land
+# anywhere, 30 px values once (bench/README.md). The first step moves the pixel with the
+# largest gradient by LBFGS_FIRST_STEP, and no step moves any pixel by more than LBFGS_MAX_STEP.
 LBFGS_FIRST_STEP = 0.01
 LBFGS_MAX_STEP = 0.1
 # Whole-image buffers, per pixel (fp32 RGB is 12 B): what tiling cannot shrink. Input images

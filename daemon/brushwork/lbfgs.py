@@ -15,10 +15,11 @@ depend discontinuously on which pixels touch a bound, and results wander with th
 last bit.
 
 torch's first step is steepest descent with an L1 length of lr: over an image's hundreds of
-thousands of pixels that moves none of them by 1e-4, and with bf16 activations the change of
-gradient it measures is rounding noise, so the first curvature pair can send the second step
-anywhere. `first_step` sizes the first step by its largest element instead, and `max_step`
-bounds every step's (both in the units of x; the engine passes pixel values).
+thousands of pixels that moves none of them by more than a few 1e-4, and with bf16
+activations the change of gradient it measures is rounding noise, so the first curvature
+pair can send the second step anywhere. `first_step` sizes the first step by its largest
+element instead, and `max_step` bounds every step's (both in the units of x; the engine
+passes pixel values).
 
 After the first step, a step only writes into buffers allocated up front and keeps its push
 counter on the device, so the same sequence of kernels serves every later step: it can be
