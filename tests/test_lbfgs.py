@@ -84,21 +84,24 @@ def test_first_step_and_step_bound_are_in_element_units():
     gradient by exactly first_step; no step moves any element by more than max_step (the
     unbounded steps on this problem reach several times that); it still minimises."""
     f = _problem()
-    x = torch.zeros(40, requires_grad=True)
-    opt = LBFGS(x, history=5, first_step=0.01, max_step=0.05)
-    free = LBFGS(torch.zeros(40), history=5, first_step=0.01)
-    moves, free_moves, values = [], [], []
-    for _ in range(30):
-        for o, moved in ((opt, moves), (free, free_moves)):
-            o.x.grad = None
-            y = o.x.detach().requires_grad_(True)
-            loss = f(y)
+
+    def run(**steps: float) -> tuple[list[float], list[float]]:
+        """Each step's largest element change and the values of f, over 30 steps."""
+        x = torch.zeros(40, requires_grad=True)
+        opt = LBFGS(x, history=5, **steps)
+        moves, values = [], []
+        for _ in range(30):
+            x.grad = None
+            loss = f(x)
             loss.backward()
-            if o is opt:
-                values.append(loss.item())
+            values.append(loss.item())
             with torch.no_grad():
-                o.step(y.grad)
-            moved.append(o.prev_step.abs().max().item())
+                opt.step(x.grad)
+            moves.append(opt.prev_step.abs().max().item())
+        return moves, values
+
+    moves, values = run(first_step=0.01, max_step=0.05)
+    free_moves, _ = run(first_step=0.01)
     assert abs(moves[0] - 0.01) < 1e-7 and abs(free_moves[0] - 0.01) < 1e-7
     assert max(moves) <= 0.05 + 1e-7 < 0.15 < max(free_moves)
     assert values[-1] < values[0] - 5
