@@ -34,7 +34,9 @@ class Settings:
     size: int = 512  # long side of the output in px; 0 keeps the content's own size
     iterations: int = 200  # optimizer steps over all scales together
     content_weight: float = 1.0
-    style_weight: float = 1.6
+    # Where Strength 50 sits: the weight at which the default beats the textbook run on the
+    # most harness pairs at 256 and 512 px (bench/README.md).
+    style_weight: float = 1.42
     tv_weight: float = 1.0
     content_layer: str = "conv4_2"
     style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -62,8 +64,9 @@ class Settings:
     # Style weight of each level over the next coarser one's. At a finer level the content
     # layer pulls back edges the upscaled image lacks; with equal weights (1, the seed's
     # objective at every level) each octave ended nearer the content, a 1024 px job with a
-    # fifth less style than a 256 px one. 2 keeps one look across sizes (bench/README.md).
-    style_gain: float = 2.0
+    # fifth less style than a 256 px one. 1.6 keeps one look across sizes, as 2 did, with
+    # more of the subject at 512 px and up (bench/README.md).
+    style_gain: float = 1.6
     seed: int | None = None
     tile: int = 0  # force tiling with this tile size in px; 0 = only when it would not fit
 
