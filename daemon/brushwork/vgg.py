@@ -68,9 +68,10 @@ class VGGFeatures(nn.Module):
     ) -> VGGFeatures:
         """Move to `device` with the convolutions in `dtype` and `memory_format` (in place).
 
-        A model held in bf16 does what autocast does (the same roundings, the same kernels)
-        without casting every weight again on every pass: 22 kernel launches fewer per
-        forward, which is what a small image on a GPU waits for. Preprocessing stays fp32.
+        A model held in bf16 does what autocast does over the same layout (the same roundings,
+        the same kernels) without casting every weight again on every pass: 22 kernel launches
+        fewer per forward, which is what a small image on a GPU waits for. Preprocessing stays
+        fp32.
         """
         self.to(device)
         self.features.to(dtype=dtype, memory_format=memory_format)
