@@ -1,5 +1,6 @@
 """`brushwork stylize` as a user runs it: a subprocess, exit codes, one-line errors."""
 
+import argparse
 import os
 import re
 import signal
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 from brushwork import images
+from brushwork.commands.stylize import add_settings_arguments, settings_from_args
+from brushwork.settings import Settings
 from engine_helpers import content_image, style_image
 from fixtures_daemon import free_port
 
@@ -77,6 +80,8 @@ def test_bad_content_file(tmp_path, pictures, make, text):
         (["--style-weight", "nan"], 2, "--style-weight must be between"),
         (["--style-blend", "1,2"], 2, "--style-blend has 2 values for 1 style image"),
         (["--style-blend", "x"], 2, "expected numbers"),
+        (["--content-layer", "conv9_9"], 2, "--content-layer must be one of conv1_1, "),
+        (["--style-layers", "conv1_1,relu2_1"], 2, "--style-layers must be one of conv1_1, "),
         (["--preserve-colors", "sepia"], 2, "invalid choice"),
         (["--optimizer", "sgd"], 2, "invalid choice"),
         (["--init", "nope.png"], 2, "no such file"),
@@ -231,3 +236,14 @@ def test_sigterm_on_a_client_cancels_its_job_on_the_daemon(tmp_path, pictures, d
         assert time.monotonic() - signalled < 1.5, daemon.log_file.read_text()[-2000:]
         time.sleep(0.05)
     assert not (tmp_path / "o.png").exists()
+
+
+def test_layer_options_reach_the_settings():
+    """--content-layer and --style-layers set the fields; the defaults are the Settings'."""
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    args = parser.parse_args(["--content-layer", "conv4_2", "--style-layers", "conv1_1, conv5_1"])
+    settings = settings_from_args(args, n_styles=1)
+    assert settings.content_layer == "conv4_2"
+    assert settings.style_layers == ("conv1_1", "conv5_1")
+    assert settings_from_args(parser.parse_args([]), n_styles=1) == Settings()

@@ -48,8 +48,9 @@ def test_scale_pyramid_goes_coarse_to_fine_and_drops_tiny_levels():
 
 
 def test_coarsest_level_keeps_its_short_side_above_the_floor():
-    """The default floor (133 px, just over conv5_1's receptive field) puts the coarsest level
-    of 256, 512 and 1024 px jobs at the same size, from 4:3 to 16:9 and a little wider."""
+    """The default floor (133 px, just over the receptive field of conv5_1, the deepest layer
+    a job may read) puts the coarsest level of 256, 512 and 1024 px jobs at the same size,
+    from 4:3 to 16:9 and a little wider."""
     floor = Settings().min_scale
     assert scale_sizes(192, 256, 3, floor) == [(192, 256)]
     assert scale_sizes(384, 512, 3, floor) == [(192, 256), (384, 512)]
@@ -92,11 +93,14 @@ def test_high_bit_depth_inputs_match_8_bit(engine, dtype):
     ref = engine.stylize(c8, [s8], settings).image
     out = engine.stylize(convert(c8), [convert(s8)], settings).image
     # The inputs differ in their last bits (x / 255 against x * (1 / 255)); the optimiser may
-    # amplify that, never to a visible difference. Measured with one or two threads and
-    # torch's first L-BFGS step or ours: at most 0.0028-0.0042 (a pixel may round to the
-    # next 8-bit level), 1e-4 on average (a thirtieth of a level); uint16 inputs match exactly.
+    # amplify that, never to a visible difference. Measured here: with the textbook's layers
+    # and no TV at most 3.3 levels at one pixel, 0.11 of a level on average (the previous
+    # conv1_1 .. conv5_1 objective with TV: 0.7 and 0.02); uint16 inputs match exactly.
     diff = np.abs(out - ref)
-    assert diff.max() < 2 / 255 and diff.mean() < 0.1 / 255, (diff.max(), diff.mean())
+    assert diff.max() < 5 / 255 and diff.mean() < 0.2 / 255, (diff.max(), diff.mean())
+    if dtype == "float32":  # the same floats as the 8-bit path makes: the same picture
+        same = engine.stylize(c8 / np.float32(255), [s8 / np.float32(255)], settings).image
+        assert np.array_equal(same, ref)
 
 
 def test_grey_content_gives_rgb(engine):
@@ -347,14 +351,14 @@ def test_each_finer_level_weighs_style_by_the_gain(engine, monkeypatch, gain):
 def test_style_layers_weigh_less_toward_the_deep_ones():
     """lambda_l falls by style_layer_falloff a layer, finest first, and sums to 1; 1 weighs
     the layers alike (the seed's objective); explicit weights win over the falloff."""
-    w = Settings().layer_weights()
+    w = Settings(style_layer_falloff=1.5).layer_weights()
     assert sum(w) == pytest.approx(1)
-    assert [a / b for a, b in itertools.pairwise(w)] == pytest.approx([1.5] * 4)
-    assert Settings(style_layer_falloff=1.0).layer_weights() == pytest.approx([0.2] * 5)
+    assert [a / b for a, b in itertools.pairwise(w)] == pytest.approx([1.5] * 3)
+    assert Settings().layer_weights() == pytest.approx([0.25] * 4)  # the default: alike
     two = Settings(style_layers=("conv1_1", "conv3_1"), style_layer_falloff=3.0)
     assert two.layer_weights() == pytest.approx([0.75, 0.25])
-    explicit = Settings(style_layer_weights=(1, 1, 1, 1, 2), style_layer_falloff=3.0)
-    assert explicit.layer_weights() == pytest.approx([1 / 6] * 4 + [1 / 3])
+    explicit = Settings(style_layer_weights=(1, 1, 1, 2), style_layer_falloff=3.0)
+    assert explicit.layer_weights() == pytest.approx([0.2] * 3 + [0.4])
     with pytest.raises(ValueError, match="style_layer_falloff"):
         Settings(style_layer_falloff=0.0)
 

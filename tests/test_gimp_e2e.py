@@ -314,7 +314,7 @@ def session(gimp, daemon) -> dict:
             "args": {"style-file": style, **quick},
         },
         {"name": "u16", "content": content, "u16": True, "args": {"style-image": style, **quick}},
-        # The default quality: long enough (2 scales, 200 steps) for several repaints.
+        # The default quality: long enough for several repaints.
         {"name": "live", "content": content, "args": {"style-file": style, "seed": 0}},
         {"name": "painting", "content": content, "args": {"painting": "the-scream", **quick}},
         # Cancelled from outside (tests/_cancel_when_running) once it has started.

@@ -32,20 +32,24 @@ class Settings:
     """One stylization. Every field has a default chosen by looking at results (see README)."""
 
     size: int = 512  # long side of the output in px; 0 keeps the content's own size
-    iterations: int = 200  # optimizer steps over all scales together
+    # The textbook's 100 steps: at 256 px 200 gave the same picture by eye, with less content
+    # kept on every harness pair and less style match on seven of eight (bench/README.md).
+    iterations: int = 100  # optimizer steps over all scales together
     content_weight: float = 1.0
-    # Where Strength 50 sits: the weight at which the default beats the textbook run on the
-    # most harness pairs at 256 and 512 px (bench/README.md).
-    style_weight: float = 1.42
-    tv_weight: float = 1.0
-    content_layer: str = "conv4_2"
-    style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    # Where Strength 50 sits: where the default beats the textbook run on the most harness
+    # pairs at 256 and 512 px with the textbook's strokes (bench/README.md).
+    style_weight: float = 5.0
+    tv_weight: float = 0.0  # as the textbook: 1, 3 and 10 measured no better (bench/README.md)
+    # The textbook's layers (Gatys et al. on VGG16): content at conv3_3, style at the end of
+    # each of the first four blocks, weighed alike. conv5_1, which sees whole objects, painted
+    # the style's motifs (moons, swirls) into the subject unless weighed down, and then the
+    # strokes were weaker than the textbook's (bench/README.md).
+    content_layer: str = "conv3_3"
+    style_layers: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_3", "conv4_3")
     style_layer_weights: tuple[float, ...] = ()  # empty: style_layer_falloff decides
     # Each style layer's weight over the next deeper one's, when style_layer_weights is empty
-    # (1 weighs them alike, as the seed's objective). The terms are relative errors, so equal
-    # weights give conv4_1 and conv5_1, which see whole objects, the say of the stroke-sized
-    # layers: they paint the style's motifs (moons, swirls) into the subject (bench/README.md).
-    style_layer_falloff: float = 1.5
+    # (1 weighs them alike, as the seed's objective).
+    style_layer_falloff: float = 1.0
     style_loss: str = "w2"  # "gram": the seed's Gram matrices (the textbook run)
     style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
     style_scale: float = 1.0  # style image's long side relative to the output's
@@ -57,9 +61,10 @@ class Settings:
     learning_rate: float = 0.02  # Adam only; pixels live in [0, 1]
     scales: int = 3  # coarse-to-fine pyramid levels at most, each twice the previous size
     # Short side of the coarsest level, px: wider than the deepest style layer's receptive
-    # field (conv5_1: 132 px), which would otherwise see the whole picture at once and paint
-    # the style's composition over the subject (bench/README.md). No wider, so that a 16:9
-    # picture's 512 px job starts from its 256 px look, as a 4:3 one's does.
+    # field (conv4_3: 92 px; conv5_1, when chosen: 132 px), which would otherwise see the whole
+    # picture at once and paint the style's composition over the subject (bench/README.md).
+    # No wider, so that a 16:9 picture's 512 px job starts from its 256 px look, as a 4:3
+    # one's does.
     min_scale: int = 133
     # Style weight of each level over the next coarser one's. At a finer level the content
     # layer pulls back edges the upscaled image lacks; with equal weights (1, the seed's

@@ -56,6 +56,19 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="blend weight per style image (default: equal)",
     )
     g.add_argument(
+        "--content-layer",
+        default=d.content_layer,
+        metavar="LAYER",
+        help="VGG16 layer of the content term, conv1_1 .. conv5_3 (default %(default)s)",
+    )
+    g.add_argument(
+        "--style-layers",
+        type=_names,
+        default=d.style_layers,
+        metavar="LAYER,...",
+        help=f"VGG16 layers of the style term (default {','.join(d.style_layers)})",
+    )
+    g.add_argument(
         "--preserve-colors",
         choices=PRESERVE_COLORS,
         default=d.preserve_colors,
@@ -110,6 +123,8 @@ def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
         settings = Settings(
             **same,
             style_blend=args.style_blend,
+            content_layer=args.content_layer,
+            style_layers=args.style_layers,
             preserve_colors=args.preserve_colors,
             init=args.init if args.init in INITS[:-1] else "image",
             optimizer=args.optimizer,
@@ -137,6 +152,10 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"expected numbers separated by commas, got {text!r}"
         ) from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(","))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
