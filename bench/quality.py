@@ -45,7 +45,7 @@ IMAGE_DIRS = (HERE / "images", REPO / "examples", SHARED / "content", SHARED / "
 # 256 and 512 px; 1024 px checks that the default looks the same (a textbook run there costs
 # about ten minutes on this CPU, so it is left out).
 SWEEPS = {
-    256: ((10.0, 30.0, 50.0, 70.0, 90.0), (3.0, 10.0, 30.0)),
+    256: ((0.0, 10.0, 30.0, 50.0, 70.0, 90.0, 100.0), (3.0, 10.0, 30.0)),
     512: ((30.0, 50.0, 70.0), (3.0, 10.0, 30.0)),
     1024: ((50.0,), ()),
 }
@@ -404,7 +404,7 @@ def summary(rows: list[dict]) -> str:
                       for k in ("content", "style")]  # fmt: skip
             sizes = ", ".join(str(r["size"]) for r in sorted(mine, key=lambda r: r["size"]))
             out.append(f"| {pair} | {sizes} | {spread[0]:.1%} | {spread[1]:.1%} |")
-    out += ["", "## Strength steps: distance moved in (content kept, style match) per step", ""]
+    out += ["", "## Strength steps: (content kept, style match) moved per 10 points", ""]
     for size in sorted({r["size"] for r in rows}):
         strengths = sorted({r["param"] for r in rows if r["size"] == size
                             and r["method"] == "brushwork"})  # fmt: skip
@@ -416,8 +416,8 @@ def summary(rows: list[dict]) -> str:
         for pair in pairs:
             pts = [_find(rows, pair, size, "brushwork", x) for x in strengths]
             if all(pts):
-                d = [np.hypot(a["content"] - b["content"], a["style"] - b["style"])
-                     for a, b in itertools.pairwise(pts)]  # fmt: skip
+                d = [10 * np.hypot(a["content"] - b["content"], a["style"] - b["style"])
+                     / (b["param"] - a["param"]) for a, b in itertools.pairwise(pts)]  # fmt: skip
                 out.append(f"| {pair} | " + " | ".join(f"{x:.3f}" for x in d) + " |")
         out.append("")
     return "\n".join(out)

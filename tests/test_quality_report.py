@@ -37,3 +37,10 @@ def test_summary_shows_the_halves_apart():
     # Strength 50 against the textbook: more content and style match, but less texture.
     assert "| p | 256 | +0.100 | -0.050 | +0.200 | -0.300 | no |" in text
     assert "| p | 256 | +0.075 | +0.250 | -0.100 |" in text
+
+
+def test_strength_steps_are_per_ten_points_whatever_the_sweep_spacing():
+    text = quality.summary([row("brushwork", 0, 1.0, 0.2, 0.1), *ROWS])
+    # 0-30: (0.1, 0.2) over 30 points; 30-50: (0.1, 0.25) over 20; 50-70: (0.2, 0.25) over 20
+    assert "| pair (256 px) | 0-30 | 30-50 | 50-70 |" in text
+    assert "| p | 0.075 | 0.135 | 0.160 |" in text
