@@ -17,7 +17,8 @@ with a smaller step. The lines, in groups (each table cell: the group's largest 
 - the rest: every other line. Their largest ratio is what the image itself holds.
 
 Also the loss of both outputs, scored alike in fp32 (evaluate.loss_terms, the style at the
-output's size), and the time of both runs.
+output's size), the quality harness's content kept and style match (measures.py: what the
+pictures show, which no loss here minimises), and the time of both runs.
 
     PYTHONPATH=daemon .venv/bin/python bench/seams.py              # all jobs; writes results/
 
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 import evaluate
+import measures
 from brushwork import engine as engine_mod
 from brushwork import images, tiling
 from brushwork.settings import Settings
@@ -257,6 +259,11 @@ def main() -> None:
             + " | ".join(f"{runs[n]['loss']:.3f}" for n in shown)
             + " |",
         ]
+        content, style = _load(job.content), _load(job.style)
+        scores = {n: measures.measure(runs[n]["image"], content, style) for n in shown}
+        for key, what in (("content", "content kept"), ("style", "style match")):
+            cells = " | ".join(f"{scores[n][key]:.3f}" for n in shown)
+            rows.append(f"| {what} (measures.py) | | {cells} |")
         columns = ["lines", "count", *(f"{LABELS[n]}: max ratio (rank)" for n in shown)]
         jobs.append(f"## {label}: {w}x{h}, tile {job.tile}\n\n" + _table(columns, rows))
         print(jobs[-1], flush=True)

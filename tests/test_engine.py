@@ -333,10 +333,10 @@ def test_each_finer_level_weighs_style_by_the_gain(engine, monkeypatch, gain):
     seen = []
     original = engine_module.losses.style_loss
 
-    def spy(kind, targets, acts, layer_weights):
+    def spy(kind, targets, acts, layer_weights, rests=None):
         scale = engine_module.losses.STYLE_LOSSES[kind].scale
         seen.append({n: w / scale(targets[n]) for n, w in layer_weights.items()})
-        return original(kind, targets, acts, layer_weights)
+        return original(kind, targets, acts, layer_weights, rests)
 
     monkeypatch.setattr(engine_module.losses, "style_loss", spy)
     engine.stylize(content_image(), [style_image()], settings)

@@ -140,3 +140,30 @@ def test_w2_scale_is_the_inverse_second_moment_of_the_style():
     t = _w2_target(A)
     m = losses.moments(A)
     assert W2.scale(t) == pytest.approx(1 / float(m.second.trace()), rel=0.02)
+
+
+@pytest.mark.parametrize("kind", ["gram", "w2"])
+def test_a_part_with_the_rest_of_the_image_scores_as_the_whole(kind):
+    """A tile's loss with the rest of the image (losses.Rest) is the whole image's loss, and
+    its gradient the whole image's at the tile's positions: a tile is then optimised for the
+    image's statistics, not asked to hold the style's whole distribution by itself."""
+    loss = losses.STYLE_LOSSES[kind]
+    g = torch.Generator().manual_seed(0)
+    target = loss.target(losses.moments(torch.rand(1, 6, 5, 7, dtype=torch.float64, generator=g)))
+    whole = torch.rand(1, 6, 4, 9, dtype=torch.float64, generator=g, requires_grad=True)
+    mine = torch.zeros(4, 9, dtype=torch.bool)
+    mine[1:3, 2:7] = True  # the tile's positions; the others are the rest
+    flat = whole.detach().flatten(2)[0]
+    others = flat[:, ~mine.flatten()][None, :, None]  # as a 1 x n activation map
+    rest = losses.Rest(losses.moments(others) * others.shape[-1], count=36)
+    part = flat[:, mine.flatten()][None, :, None].clone().requires_grad_(True)
+
+    expected = loss(target, whole, 0.7)
+    expected.backward()
+    got = loss(target, part, 0.7, rest)
+    got.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+    assert torch.allclose(part.grad[0, :, 0], whole.grad.flatten(2)[0][:, mine.flatten()])
+    assert torch.autograd.gradcheck(
+        lambda a: loss(target, a, 0.7, rest), (part.detach().requires_grad_(True),)
+    )

@@ -220,3 +220,29 @@ def _tile_content_features(engine, image: np.ndarray, tile: int) -> list[torch.T
     layer = Settings().content_layer
     with torch.no_grad():
         return [engine.features(t.of(x), {layer})[layer] for t in tiles]
+
+
+def test_each_tile_is_scored_on_the_whole_image_statistics(engine, monkeypatch):
+    """A tile's style term sees the image's moments: the positions the tile owns plus the rest
+    of the image (losses.Rest), counted over the whole image. Matched on its own, every tile
+    was asked to hold the style's whole distribution: Starry Night's moon came back in each
+    tile, the river's too (bench/README.md, "Tiles without lines")."""
+    h, w, tile = 96, 160, 64
+    seen = []
+    style_loss = losses.style_loss
+
+    def spy(kind, targets, acts, weights, rests=None):
+        seen.append(({n: acts[n].shape[-2] * acts[n].shape[-1] for n in weights}, rests))
+        return style_loss(kind, targets, acts, weights, rests)
+
+    monkeypatch.setattr(losses, "style_loss", spy)
+    settings = Settings(size=0, iterations=1, scales=1, tile=tile)
+    engine.stylize(_textured(h, w), [style_image(64, 64)], settings)
+    assert len(seen) == len(tiling.plan(h, w, tile, tiling.overlap_for(tile))) > 2
+    whole = engine.features(torch.zeros(1, 3, h, w), set(settings.style_layers))
+    for name in settings.style_layers:
+        count = whole[name].shape[-2] * whole[name].shape[-1]
+        owned = [sizes[name] for sizes, _ in seen]
+        assert [r[name].count for _, r in seen] == [count] * len(seen)  # the image's positions
+        assert all(0 < n < count for n in owned)  # a part of them each...
+        assert abs(sum(owned) - count) <= 0.1 * count  # ...which together cover the image

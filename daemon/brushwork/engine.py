@@ -28,6 +28,10 @@ MIN_SIDE = 32  # below this VGG's fifth block sees a single pixel; coarser scale
 # outputs (a 1x1 layer, a 1500x1 line) are optimised at this side and resized back.
 MIN_WORK_SIDE = 16
 PREVIEW_SIDE = 256
+# Tiles share the whole image's statistics, so the first tiles of a level see a rest not yet
+# worked at this level and overshoot to make up for it; a second round over the tiles, each
+# with half the steps, lets them correct each other (bench/README.md, "Tiles").
+TILE_ROUNDS = 2
 MEMORY_FRACTION = 0.7  # of the memory a job may use, what its VGG passes get (tile budget)
 PRECISIONS = ("auto", "fp32", "bf16")
 # Style statistics kept across jobs, bounded by bytes (one style's five layers' moments are 2.4 MB
@@ -550,6 +554,22 @@ class _Pixels:
         self.leaf.clamp_(0, 1)
 
 
+@dataclass(frozen=True)
+class _Part:
+    """A tile as a part of its image: per layer (content and style), the positions of its
+    window it owns (flat indices), and per style layer the rest of the image (losses.Rest).
+    `share`: the owned part of the content layer's positions of the whole image."""
+
+    positions: dict[str, torch.Tensor]
+    rests: dict[str, losses.Rest]
+    share: float
+
+
+def _positions(a: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The activations (1, C, h, w) at flat positions `index`, as a (1, C, 1, n) map."""
+    return a.flatten(2).index_select(2, index)[:, :, None]
+
+
 class _Scaled:
     """For a tile: the optimiser moves v (from 0), the image is x = x0 + free * v, so a step
     moves each pixel in proportion to its scale in `free`, and not at all where that is 0. A
@@ -663,14 +683,23 @@ class _Run:
         preview: Callable[[torch.Tensor], torch.Tensor] | None = None,
         free: torch.Tensor | None = None,
         content_density: float | None = None,
+        part: _Part | None = None,
     ) -> torch.Tensor:
         """`steps` optimiser steps on x; `preview` maps x to the image a preview shows;
-        `free` (tiles) scales each pixel's steps, 0 holding it fixed (_Scaled); and
-        `content_density` normalises the content term as for the whole image (tiles)."""
+        `free` (tiles) scales each pixel's steps, 0 holding it fixed (_Scaled);
+        `content_density` normalises the content term as for the whole image (tiles); and
+        `part` (tiles): both terms on the positions x owns, as parts of the whole image's."""
         s = self.settings
         with torch.no_grad():
             content_target = self.features(content, {s.content_layer})[s.content_layer].float()
+
+        def owned(name: str, a: torch.Tensor) -> torch.Tensor:
+            return a if part is None else _positions(a, part.positions[name])
+
+        content_target = owned(s.content_layer, content_target)
         content_weight = s.content_weight * losses.content_scale(content_target, content_density)
+        if part is not None:  # the whole image's relative error, of which this is a share
+            content_weight *= part.share
         layer_weights = self.style_weights(targets)
         layers = {s.content_layer, *s.style_layers}
         v = _Scaled(x, free) if free is not None else _Pixels(x)
@@ -688,11 +717,14 @@ class _Run:
             v.leaf.grad = None
             x = v.pixels()
             acts = self.features(x, layers)
+            acts = {n: owned(n, a) for n, a in acts.items()}
             terms = {
                 "content": losses.content_loss(
                     content_target, acts[s.content_layer], content_weight
                 ),
-                "style": losses.style_loss(s.style_loss, targets, acts, layer_weights),
+                "style": losses.style_loss(
+                    s.style_loss, targets, acts, layer_weights, part and part.rests
+                ),
                 "tv": s.tv_weight * losses.tv_loss(x),
             }
             terms["total"] = terms["content"] + terms["style"] + terms["tv"]
@@ -746,24 +778,56 @@ class _Run:
         overlap: int,
     ) -> torch.Tensor:
         """`steps` steps per tile, in order, each from the pixels the tiles before it left and
-        with their finished pixels held (tiling.Canvas); the level's losses are the tiles'
-        final losses weighted by area."""
+        with their finished pixels held (tiling.Canvas), its style term on the whole image's
+        statistics (_part), in TILE_ROUNDS rounds over the tiles that share the steps; the
+        level's losses are the last round's, the tiles' weighted by area."""
         canvas = tiling.Canvas(x, tiles, ramp=overlap)
         content = content.cpu()
         density = self._content_density(content, tiles, x.device)
-        weighted: dict[str, float] = {}
-        for i, tile in enumerate(tiles):
-            out = self.optimize(
-                canvas.read(tile).to(x.device), tile.of(content).to(x.device), targets, steps,
-                preview=lambda t, tile=tile, i=i: canvas.pasted(tile, i, t),
-                free=canvas.free(tile, i).to(x.device), content_density=density,
-            )  # fmt: skip
-            canvas.add(tile, i, out)
-            for k, v in self.last_losses.items():
-                weighted[k] = weighted.get(k, 0.0) + v * tile.area
+        side = max(max(t.y1 - t.y0, t.x1 - t.x0) for t in tiles)
+        rounds = max(1, min(TILE_ROUNDS, steps))
+        for r in range(rounds):
+            weighted: dict[str, float] = {}
+            n = steps * (r + 1) // rounds - steps * r // rounds  # this round's share
+            for i, tile in enumerate(tiles):
+                window = canvas.read(tile).to(x.device)
+                out = self.optimize(
+                    window, tile.of(content).to(x.device), targets, n,
+                    preview=lambda t, tile=tile, i=i: canvas.pasted(tile, i, t),
+                    free=canvas.free(tile, i).to(x.device), content_density=density,
+                    part=self._part(canvas, tile, i, window, side),
+                )  # fmt: skip
+                canvas.add(tile, i, out)
+                for k, v in self.last_losses.items():
+                    weighted[k] = weighted.get(k, 0.0) + v * tile.area
         area = sum(t.area for t in tiles)
         self.last_losses = {k: v / area for k, v in weighted.items()}
         return canvas.image().to(x.device)
+
+    def _part(
+        self, canvas: tiling.Canvas, tile: tiling.Tile, index: int, window: torch.Tensor, side: int
+    ) -> _Part | None:
+        """The tile as a part of the image as the canvas stands (_Part): the whole image's
+        sums (tiling.tiled_sums, one forward pass over the image) less the owned positions'.
+        None where the tile owns no position at some layer (tiny tiles): then its window
+        stands for the whole image, as before."""
+        s = self.settings
+        layers = tuple(dict.fromkeys((*s.style_layers, s.content_layer)))
+        whole = tiling.tiled_sums(self.features, canvas.pixels, layers, side, device=window.device)
+        owned = tile.of(canvas.owner) == index
+        with torch.no_grad():
+            acts = self.features(window, set(layers))
+        positions, rests = {}, {}
+        for name in layers:
+            i = tiling.owned_positions(owned, name, tuple(acts[name].shape[-2:])).to(window.device)
+            if not len(i):
+                return None
+            positions[name] = i
+            mine = losses.moments(_positions(acts[name], i)) * len(i)
+            rests[name] = losses.Rest(whole[name].sums + mine * -1.0, whole[name].count)
+        c = s.content_layer
+        share = len(positions[c]) / whole[c].count
+        return _Part(positions, {n: rests[n] for n in s.style_layers}, share)
 
     def _content_density(
         self, content: torch.Tensor, tiles: list[tiling.Tile], device: torch.device

@@ -66,6 +66,24 @@ def moments(a: torch.Tensor) -> Moments:
     return Moments(f.mean(dim=1), (f @ f.T) / (n_h * n_w))
 
 
+@dataclass(frozen=True)
+class Rest:
+    """The rest of the image while a tile is optimised (tiling.py): the sums of its
+    activations' moments over its positions (Moments times their count) and the whole image's
+    count of positions. The tile's activations are a part of the image's: the statistics a
+    style loss compares are the image's, (rest + the part's sums) / count."""
+
+    sums: Moments
+    count: int
+
+
+def moments_with(a: torch.Tensor, rest: Rest | None) -> Moments:
+    """moments(a), or with `rest` the moments of the image `a`'s positions are a part of."""
+    if rest is None:
+        return moments(a)
+    return (moments(a) * (a.shape[-2] * a.shape[-1]) + rest.sums) * (1 / rest.count)
+
+
 def gram(a: torch.Tensor) -> torch.Tensor:
     """M[k, m] = sum_ij a[i, j, k] a[i, j, m] / (nH nW nC).
 
@@ -80,9 +98,12 @@ def gram_of(m: Moments) -> torch.Tensor:
     return m.second / m.second.shape[0]
 
 
-def style_layer_loss(gram_s: torch.Tensor, a_g: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
-    """weight * Js[l], Js[l] = 1/(2 nH nW nC)^2 * sum (M_S - M_G)^2 (Grams as in gram())."""
-    return _StyleLayerLoss.apply(gram_s, a_g, weight)
+def style_layer_loss(
+    gram_s: torch.Tensor, a_g: torch.Tensor, weight: float = 1.0, rest: Rest | None = None
+) -> torch.Tensor:
+    """weight * Js[l], Js[l] = 1/(2 nH nW nC)^2 * sum (M_S - M_G)^2 (Grams as in gram());
+    with `rest`, M_G is the Gram of the image a_g is a part of."""
+    return _StyleLayerLoss.apply(gram_s, a_g, weight, rest)
 
 
 class _StyleLayerLoss(torch.autograd.Function):
@@ -98,21 +119,25 @@ class _StyleLayerLoss(torch.autograd.Function):
     is kept for the backward pass."""
 
     @staticmethod
-    def forward(ctx, gram_s: torch.Tensor, a_g: torch.Tensor, weight: float) -> torch.Tensor:
+    def forward(
+        ctx, gram_s: torch.Tensor, a_g: torch.Tensor, weight: float, rest: Rest | None
+    ) -> torch.Tensor:
         _, n_c, n_h, n_w = a_g.shape
-        n = n_c * n_h * n_w
+        n = n_c * (n_h * n_w if rest is None else rest.count)
         f = a_g.reshape(n_c, n_h * n_w)
         f32 = _at_least_fp32(f)
+        if rest is not None:  # the rest's share of M_G moves to the other side
+            gram_s = gram_s - rest.sums.second * (1 / n)
         d = torch.addmm(gram_s, f32, f32.T, beta=-1, alpha=1 / n)  # M_G - M_S
         ctx.save_for_backward(d, f)
         ctx.scale, ctx.shape = weight / n, a_g.shape
         return torch.dot(d.view(-1), d.view(-1)) * (0.25 * weight)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None, None]:
         d, f = ctx.saved_tensors
         grad_f = torch.mm(d.to(f.dtype), f, out=torch.empty_like(f))  # f's dtype and layout
-        return None, grad_f.mul_(grad * ctx.scale).view(ctx.shape), None
+        return None, grad_f.mul_(grad * ctx.scale).view(ctx.shape), None, None
 
 
 def style_scale(gram_s: torch.Tensor) -> float:
@@ -129,8 +154,10 @@ class GramLoss:
     def scale(self, target: torch.Tensor) -> float:
         return style_scale(target)
 
-    def __call__(self, target: torch.Tensor, a_g: torch.Tensor, weight: float) -> torch.Tensor:
-        return style_layer_loss(target, a_g, weight)
+    def __call__(
+        self, target: torch.Tensor, a_g: torch.Tensor, weight: float, rest: Rest | None = None
+    ) -> torch.Tensor:
+        return style_layer_loss(target, a_g, weight, rest)
 
 
 @dataclass(frozen=True)
@@ -169,9 +196,11 @@ class W2Loss:
         """1 / W2^2(S, 0) = 1 / (||mu_S||^2 + tr(Sigma_S)): the relative error, as for Gram."""
         return 1.0 / max(float(target.mean.pow(2).sum()) + target.trace, 1e-12)
 
-    def __call__(self, target: Gaussian, a_g: torch.Tensor, weight: float) -> torch.Tensor:
+    def __call__(
+        self, target: Gaussian, a_g: torch.Tensor, weight: float, rest: Rest | None = None
+    ) -> torch.Tensor:
         return _W2LayerLoss.apply(target.mean, target.root, target.trace, target.delta, a_g,
-                                  weight)  # fmt: skip
+                                  weight, rest)  # fmt: skip
 
 
 class _W2LayerLoss(torch.autograd.Function):
@@ -182,12 +211,12 @@ class _W2LayerLoss(torch.autograd.Function):
     square root in the loss and T."""
 
     @staticmethod
-    def forward(ctx, mean_s, root_s, trace_s, delta, a_g, weight):
+    def forward(ctx, mean_s, root_s, trace_s, delta, a_g, weight, rest):
         _, n_c, n_h, n_w = a_g.shape
         f = a_g.reshape(n_c, n_h * n_w)
         # Sigma_G from the raw moments, as the style's (W2Loss.target): no centred copy of the
         # activations, which at the first layers is the largest tensor of the step.
-        g = moments(a_g)
+        g = moments_with(a_g, rest)
         mean, cov = g.mean, g.covariance(delta)
         m = root_s @ cov @ root_s
         lam, v = torch.linalg.eigh(0.5 * (m + m.T))
@@ -198,7 +227,7 @@ class _W2LayerLoss(torch.autograd.Function):
         identity_minus_t.diagonal().add_(1)  # I - T, without an identity matrix
         shift = mean - mean_s
         ctx.save_for_backward(identity_minus_t, shift, mean, f)
-        ctx.scale, ctx.shape = 2 * weight / (n_h * n_w), a_g.shape
+        ctx.scale, ctx.shape = 2 * weight / (n_h * n_w if rest is None else rest.count), a_g.shape
         w2 = shift.dot(shift) + cov.diagonal().sum() + trace_s - 2 * lam.sqrt().sum()
         return w2 * weight
 
@@ -208,7 +237,7 @@ class _W2LayerLoss(torch.autograd.Function):
         # (I - T)(F - mu 1^T) + shift 1^T = (I - T) F + (shift - (I - T) mu) 1^T: F uncentred.
         offset = (shift - d @ mean).to(f.dtype)
         grad_f = torch.addmm(offset[:, None], d.to(f.dtype), f)
-        return None, None, None, None, grad_f.mul_(grad * ctx.scale).view(ctx.shape), None
+        return None, None, None, None, grad_f.mul_(grad * ctx.scale).view(ctx.shape), None, None
 
 
 def sqrtm(a: torch.Tensor) -> torch.Tensor:
@@ -225,10 +254,14 @@ def style_loss(
     targets: dict[str, object],
     acts_g: dict[str, torch.Tensor],
     layer_weights: dict[str, float],
+    rests: dict[str, Rest] | None = None,
 ) -> torch.Tensor:
-    """Js = sum_l lambda_l Js[l], with the style loss `kind` names (STYLE_LOSSES)."""
-    loss = STYLE_LOSSES[kind]
-    return torch.stack([loss(targets[n], acts_g[n], w) for n, w in layer_weights.items()]).sum()
+    """Js = sum_l lambda_l Js[l], with the style loss `kind` names (STYLE_LOSSES); `rests`:
+    acts_g are a part of an image (a tile's), the rest of it per layer."""
+    loss, rests = STYLE_LOSSES[kind], rests or {}
+    return torch.stack(
+        [loss(targets[n], acts_g[n], w, rests.get(n)) for n, w in layer_weights.items()]
+    ).sum()
 
 
 def tv_loss(x: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,11 @@
 """Images larger than memory allows: overlapping tiles, joined without seams.
 
-Every tile is optimised against the GLOBAL style targets. The style losses compare averages
-over positions (losses.Moments: means and second moments), so a tile's statistics estimate
-the same ones as the whole image's, and the style's own can be summed tile by tile
-(`tiled_moments`).
+Every tile is optimised against the GLOBAL style targets, and with the WHOLE image's
+statistics. The style losses compare averages over positions (losses.Moments: means and
+second moments), which add up tile by tile (`tiled_sums`): a tile's loss sees the image's
+moments, the rest of the image (as it stands) plus the positions the tile owns. Matching each
+tile's own statistics to the style's asked every tile to hold the style's whole distribution:
+Starry Night's moon and stars came back in every tile, the river's too (bench/README.md).
 
 Tiles run one after another, as block coordinate descent on the whole image: raised-cosine
 ramps over the overlaps decide which tile owns (finishes) each pixel, and nothing is averaged
@@ -177,14 +179,17 @@ def layer_stride(name: str) -> int:
     return 2 ** (int(name[4]) - 1)
 
 
-def tiled_moments(
+def tiled_sums(
     features: Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]],
     image: torch.Tensor,
     layers: tuple[str, ...],
     tile: int,
     margin: int = 64,
-) -> dict[str, losses.Moments]:
-    """Moments of the whole `image`'s activations (as losses.moments), summed over tiles.
+    device: torch.device | None = None,
+) -> dict[str, losses.Rest]:
+    """The whole `image`'s activations per layer as sums of their moments over its positions
+    and the count of positions (losses.Rest), computed tile by tile (each moved to `device`,
+    if given: the image itself may stay on the host).
 
     Each tile is seen with `margin` px of context so its core's activations are (nearly) those
     of the whole image; only the core's activations are summed. Cores are multiples of 16 px,
@@ -204,7 +209,7 @@ def tiled_moments(
         y0, x0 = max(0, core.y0 - margin), max(0, core.x0 - margin)
         y1, x1 = min(h, core.y1 + margin), min(w, core.x1 + margin)
         with torch.no_grad():
-            acts = features(image[..., y0:y1, x0:x1], set(layers))
+            acts = features(image[..., y0:y1, x0:x1].to(device), set(layers))
         for name in layers:
             s = layer_stride(name)
             a = acts[name]
@@ -218,4 +223,25 @@ def tiled_moments(
             m = losses.moments(core_acts) * n  # sums over the core's positions
             sums[name] = sums[name] + m if name in sums else m
             counts[name] += n
-    return {name: sums[name] * (1 / counts[name]) for name in layers}
+    return {name: losses.Rest(sums[name], counts[name]) for name in layers}
+
+
+def tiled_moments(
+    features: Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]],
+    image: torch.Tensor,
+    layers: tuple[str, ...],
+    tile: int,
+    margin: int = 64,
+) -> dict[str, losses.Moments]:
+    """Moments of the whole `image`'s activations (as losses.moments), from tiled_sums."""
+    whole = tiled_sums(features, image, layers, tile, margin)
+    return {name: r.sums * (1 / r.count) for name, r in whole.items()}
+
+
+def owned_positions(owned: torch.Tensor, name: str, shape: tuple[int, int]) -> torch.Tensor:
+    """Flat indices into a layer's (h, w) activations over a window: the positions whose
+    stride cell's centre pixel `owned` (the window's (H, W) bool mask) marks."""
+    s = layer_stride(name)
+    ys = (torch.arange(shape[0]) * s + s // 2).clamp(max=owned.shape[0] - 1)
+    xs = (torch.arange(shape[1]) * s + s // 2).clamp(max=owned.shape[1] - 1)
+    return owned[ys][:, xs].flatten().nonzero().flatten()
