@@ -106,6 +106,25 @@ def test_tiled_moments_equal_the_whole_image_moments(engine):
             assert torch.allclose(t, w, rtol=1e-3, atol=1e-5 * w.abs().max())
 
 
+def test_image_sums_after_a_change_in_one_window_are_computed_afresh(engine):
+    """Only the cores whose context reaches the changed window are computed again, and the
+    totals are those of the changed image computed from scratch."""
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 3, 96, 224, generator=g)
+    sums = tiling.ImageSums(engine.features, image, STYLE_LAYERS, tile=32, margin=32)
+    before = list(sums.sums)
+    window = tiling.Tile(0, 40, 0, 40)
+    window.of(image).copy_(torch.rand(1, 3, 40, 40, generator=g))
+    sums.update(image, window)
+    fresh = tiling.ImageSums(engine.features, image, STYLE_LAYERS, tile=32, margin=32)
+    for name in STYLE_LAYERS:
+        got, want = sums.total()[name], fresh.total()[name]
+        assert got.count == want.count
+        assert torch.allclose(got.sums.second, want.sums.second, rtol=1e-5)
+    kept = [c is b for c, b in zip(sums.sums, before, strict=True)]
+    assert any(kept) and not all(kept)  # cores far from the window were not recomputed
+
+
 def _textured(h: int, w: int) -> np.ndarray:
     """Smooth colour ramps under fine noise: gradients everywhere, no structure at tile edges."""
     rng = np.random.default_rng(1)

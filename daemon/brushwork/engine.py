@@ -785,6 +785,8 @@ class _Run:
         content = content.cpu()
         density = self._content_density(content, tiles, x.device)
         side = max(max(t.y1 - t.y0, t.x1 - t.x0) for t in tiles)
+        layers = tuple(dict.fromkeys((*self.settings.style_layers, self.settings.content_layer)))
+        image = tiling.ImageSums(self.features, canvas.pixels, layers, side, device=x.device)
         rounds = max(1, min(TILE_ROUNDS, steps))
         for r in range(rounds):
             weighted: dict[str, float] = {}
@@ -795,9 +797,10 @@ class _Run:
                     window, tile.of(content).to(x.device), targets, n,
                     preview=lambda t, tile=tile, i=i: canvas.pasted(tile, i, t),
                     free=canvas.free(tile, i).to(x.device), content_density=density,
-                    part=self._part(canvas, tile, i, window, side),
+                    part=self._part(canvas, tile, i, window, image.total()),
                 )  # fmt: skip
                 canvas.add(tile, i, out)
+                image.update(canvas.pixels, tile)
                 for k, v in self.last_losses.items():
                     weighted[k] = weighted.get(k, 0.0) + v * tile.area
         area = sum(t.area for t in tiles)
@@ -805,15 +808,19 @@ class _Run:
         return canvas.image().to(x.device)
 
     def _part(
-        self, canvas: tiling.Canvas, tile: tiling.Tile, index: int, window: torch.Tensor, side: int
+        self,
+        canvas: tiling.Canvas,
+        tile: tiling.Tile,
+        index: int,
+        window: torch.Tensor,
+        whole: dict[str, losses.Rest],
     ) -> _Part | None:
-        """The tile as a part of the image as the canvas stands (_Part): the whole image's
-        sums (tiling.tiled_sums, one forward pass over the image) less the owned positions'.
-        None where the tile owns no position at some layer (tiny tiles): then its window
-        stands for the whole image, as before."""
+        """The tile as a part of the image as the canvas stands (_Part): the `whole` image's
+        sums (tiling.ImageSums) less the owned positions'. None where the tile owns no
+        position at some layer (tiny tiles): then its window stands for the whole image, as
+        before."""
         s = self.settings
-        layers = tuple(dict.fromkeys((*s.style_layers, s.content_layer)))
-        whole = tiling.tiled_sums(self.features, canvas.pixels, layers, side, device=window.device)
+        layers = tuple(whole)
         owned = tile.of(canvas.owner) == index
         with torch.no_grad():
             acts = self.features(window, set(layers))

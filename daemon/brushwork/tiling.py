@@ -2,7 +2,7 @@
 
 Every tile is optimised against the GLOBAL style targets, and with the WHOLE image's
 statistics. The style losses compare averages over positions (losses.Moments: means and
-second moments), which add up tile by tile (`tiled_sums`): a tile's loss sees the image's
+second moments), which add up tile by tile (`ImageSums`): a tile's loss sees the image's
 moments, the rest of the image (as it stands) plus the positions the tile owns. Matching each
 tile's own statistics to the style's asked every tile to hold the style's whole distribution:
 Starry Night's moon and stars came back in every tile, the river's too (bench/README.md).
@@ -179,51 +179,81 @@ def layer_stride(name: str) -> int:
     return 2 ** (int(name[4]) - 1)
 
 
-def tiled_sums(
-    features: Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]],
-    image: torch.Tensor,
-    layers: tuple[str, ...],
-    tile: int,
-    margin: int = 64,
-    device: torch.device | None = None,
-) -> dict[str, losses.Rest]:
-    """The whole `image`'s activations per layer as sums of their moments over its positions
-    and the count of positions (losses.Rest), computed tile by tile (each moved to `device`,
-    if given: the image itself may stay on the host).
+class ImageSums:
+    """An image's activations per layer as sums of their moments over its positions and the
+    count of positions (losses.Rest), kept core by core. The cores partition the image in
+    multiples of 16 px, so every layer's pooling grid lines up with the whole image's; each is
+    seen with `margin` px of context so its activations are (nearly) those of the whole image,
+    and only its own are summed. After the pixels inside a window change, `update` computes
+    again only the cores whose context reaches it. Each core is moved to `device`, if given:
+    the image itself may stay on the host."""
 
-    Each tile is seen with `margin` px of context so its core's activations are (nearly) those
-    of the whole image; only the core's activations are summed. Cores are multiples of 16 px,
-    so every layer's pooling grid lines up with the whole image's.
-    """
-    tile = max(16, tile - tile % 16)
-    margin -= margin % 16
-    h, w = image.shape[-2:]
-    sums: dict[str, losses.Moments] = {}
-    counts = dict.fromkeys(layers, 0)
-    cores = [
-        Tile(y, min(y + tile, h), x, min(x + tile, w))
-        for y in range(0, h, tile)
-        for x in range(0, w, tile)
-    ]  # a partition: every pixel counted once
-    for core in cores:
-        y0, x0 = max(0, core.y0 - margin), max(0, core.x0 - margin)
-        y1, x1 = min(h, core.y1 + margin), min(w, core.x1 + margin)
+    def __init__(
+        self,
+        features: Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]],
+        image: torch.Tensor,
+        layers: tuple[str, ...],
+        tile: int,
+        margin: int = 64,
+        device: torch.device | None = None,
+    ) -> None:
+        self.features, self.layers, self.device = features, layers, device
+        tile = max(16, tile - tile % 16)
+        self.margin = margin - margin % 16
+        h, w = image.shape[-2:]
+        self.cores = [
+            Tile(y, min(y + tile, h), x, min(x + tile, w))
+            for y in range(0, h, tile)
+            for x in range(0, w, tile)
+        ]  # a partition: every pixel counted once
+        self.sums = [self._sums(image, core) for core in self.cores]
+
+    def _context(self, core: Tile, h: int, w: int) -> Tile:
+        m = self.margin
+        return Tile(
+            max(0, core.y0 - m), min(h, core.y1 + m), max(0, core.x0 - m), min(w, core.x1 + m)
+        )
+
+    def _sums(self, image: torch.Tensor, core: Tile) -> dict[str, losses.Rest]:
+        h, w = image.shape[-2:]
+        seen = self._context(core, h, w)
         with torch.no_grad():
-            acts = features(image[..., y0:y1, x0:x1].to(device), set(layers))
-        for name in layers:
+            acts = self.features(seen.of(image).to(self.device), set(self.layers))
+        out = {}
+        for name in self.layers:
             s = layer_stride(name)
             a = acts[name]
-            top, left = (core.y0 - y0) // s, (core.x0 - x0) // s
+            top, left = (core.y0 - seen.y0) // s, (core.x0 - seen.x0) // s
             bottom = a.shape[-2] if core.y1 == h else top + (core.y1 - core.y0) // s
             right = a.shape[-1] if core.x1 == w else left + (core.x1 - core.x0) // s
             core_acts = a[..., top:bottom, left:right]
             n = core_acts.shape[-2] * core_acts.shape[-1]
-            if n == 0:  # a core narrower than this layer's stride has no position of its own
-                continue
-            m = losses.moments(core_acts) * n  # sums over the core's positions
-            sums[name] = sums[name] + m if name in sums else m
-            counts[name] += n
-    return {name: losses.Rest(sums[name], counts[name]) for name in layers}
+            if n:  # a core narrower than this layer's stride has no position of its own
+                out[name] = losses.Rest(losses.moments(core_acts) * n, n)
+        return out
+
+    def update(self, image: torch.Tensor, window: Tile) -> None:
+        """`image`'s pixels changed inside `window` only."""
+        h, w = image.shape[-2:]
+        for k, core in enumerate(self.cores):
+            seen = self._context(core, h, w)
+            if (
+                seen.y0 < window.y1
+                and window.y0 < seen.y1
+                and seen.x0 < window.x1
+                and window.x0 < seen.x1
+            ):
+                self.sums[k] = self._sums(image, core)
+
+    def total(self) -> dict[str, losses.Rest]:
+        out = {}
+        for name in self.layers:
+            parts = [c[name] for c in self.sums if name in c]
+            total = parts[0].sums
+            for p in parts[1:]:
+                total = total + p.sums
+            out[name] = losses.Rest(total, sum(p.count for p in parts))
+        return out
 
 
 def tiled_moments(
@@ -233,8 +263,9 @@ def tiled_moments(
     tile: int,
     margin: int = 64,
 ) -> dict[str, losses.Moments]:
-    """Moments of the whole `image`'s activations (as losses.moments), from tiled_sums."""
-    whole = tiled_sums(features, image, layers, tile, margin)
+    """Moments of the whole `image`'s activations (as losses.moments), summed over tiles
+    (ImageSums)."""
+    whole = ImageSums(features, image, layers, tile, margin).total()
     return {name: r.sums * (1 / r.count) for name, r in whole.items()}
 
 
