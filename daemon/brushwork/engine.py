@@ -830,11 +830,11 @@ class _Run:
             if not len(i):
                 return None
             positions[name] = i
-            mine = losses.moments(_positions(acts[name], i)) * len(i)
-            rests[name] = losses.Rest(whole[name].sums + mine * -1.0, whole[name].count)
+            if name in s.style_layers:
+                mine = losses.moments(_positions(acts[name], i)) * len(i)
+                rests[name] = losses.Rest(whole[name].sums + mine * -1.0, whole[name].count)
         c = s.content_layer
-        share = len(positions[c]) / whole[c].count
-        return _Part(positions, {n: rests[n] for n in s.style_layers}, share)
+        return _Part(positions, rests, share=len(positions[c]) / whole[c].count)
 
     def _content_density(
         self, content: torch.Tensor, tiles: list[tiling.Tile], device: torch.device
