@@ -397,6 +397,12 @@ def test_the_estimate_counts_the_resized_style_and_the_engines_own_tiles(engine)
     # The tile is the one stylize() picks for the finest level.
     big = Settings(size=4000, iterations=2, scales=2)
     assert engine.estimate((3000, 4000), [(64, 64)], big).tile == engine.tile_side(big, 3000, 4000)
+    # The sliced loss holds each pass's projections too: a larger working set per pixel.
+    sliced = Settings(size=256, iterations=2, scales=1, style_loss="sw")
+    assert (
+        engine.estimate((256, 256), [(64, 64)], sliced).working
+        > engine.estimate((256, 256), [(64, 64)], sliced.replace(style_loss="w2")).working
+    )
 
 
 def test_style_cache_is_bounded_by_bytes(engine, monkeypatch):

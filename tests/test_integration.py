@@ -19,6 +19,11 @@ def _luma(img: np.ndarray) -> np.ndarray:
     return img[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114]
 
 
+# SlicedLoss.GAIN matches W2's look on the harness's pictures; on these stripes it weighs
+# about 2.5x as much as W2 at the same weight.
+STYLE_WEIGHT = {"gram": 2.0, "w2": 2.0, "sw": 0.8}
+
+
 @pytest.mark.parametrize("style_loss", STYLE_LOSSES)
 def test_style_loss_falls_and_content_is_kept(engine, style_loss):
     """Gatys et al.'s set-up (one scale, content start, their layers: the defaults' but for
@@ -26,8 +31,8 @@ def test_style_loss_falls_and_content_is_kept(engine, style_loss):
     content = content_image(48, 64)
     seen = []
     settings = Settings(
-        size=64, iterations=40, scales=1, seed=0, style_weight=2, style_loss=style_loss,
-        init="content",
+        size=64, iterations=40, scales=1, seed=0, style_weight=STYLE_WEIGHT[style_loss],
+        style_loss=style_loss, init="content",
     )  # fmt: skip
     result = engine.stylize(content, [style_image(64, 64)], settings, progress=seen.append)
 

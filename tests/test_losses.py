@@ -126,12 +126,14 @@ def test_w2_gradient_is_autograds():
     assert torch.autograd.gradcheck(lambda a: W2(t, a, 0.7), (a_g,))
 
 
-def test_w2_gradient_in_bf16_stays_in_bf16_and_close():
-    t = _w2_target(torch.rand(1, 16, 8, 8))
+@pytest.mark.parametrize("kind", ["w2", "sw"])
+def test_gradient_in_bf16_stays_in_bf16_and_close(kind):
+    loss = losses.STYLE_LOSSES[kind]
+    t = loss.target(loss.describe(torch.rand(1, 16, 8, 8)))
     a32 = torch.rand(1, 16, 8, 8).bfloat16().float().requires_grad_(True)
     a16 = a32.detach().bfloat16().requires_grad_(True)
     for a in (a32, a16):
-        W2(t, a, 3.0).backward()
+        loss(t, a, 3.0).backward()
     assert a16.grad.dtype == torch.bfloat16
     assert torch.allclose(a16.grad.float(), a32.grad, rtol=3e-2, atol=2e-2 * a32.grad.abs().max())
 
@@ -167,3 +169,80 @@ def test_a_part_with_the_rest_of_the_image_scores_as_the_whole(kind):
     assert torch.autograd.gradcheck(
         lambda a: loss(target, a, 0.7, rest), (part.detach().requires_grad_(True),)
     )
+
+
+SW = losses.STYLE_LOSSES["sw"]
+
+
+def _sw_target(a: torch.Tensor) -> losses.SlicedTarget:
+    return SW.target(SW.describe(a))
+
+
+def test_directions_are_a_fixed_rotation():
+    d = losses.directions(6)
+    assert torch.allclose(d.T @ d, torch.eye(6), atol=1e-6)
+    assert torch.equal(d, losses.directions(6))
+    assert not torch.allclose(d.abs(), torch.eye(6))
+
+
+def test_sliced_loss_in_one_channel_is_the_distance_between_sorted_samples():
+    """One channel, one direction (+1 or -1): SW = 1/N sum_i (sort(g)_i - sort(s)_i)^2."""
+    s = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64).view(1, 1, 2, 2)
+    g = torch.tensor([8.0, 0.0, 4.0, 4.0], dtype=torch.float64).view(1, 1, 2, 2)
+    expected = (g.flatten().sort().values - s.flatten().sort().values).pow(2).mean()
+    assert SW(_sw_target(s), g, 1.0).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert SW.scale(_sw_target(s)) == pytest.approx(SW.GAIN / s.pow(2).mean().item())
+
+
+def test_sliced_loss_is_zero_for_the_same_distribution_and_positive_otherwise():
+    """Shuffled positions are the same distribution; so is W2's Gaussian twin of a skewed
+    sample, which the sliced loss tells apart (W2 does not)."""
+    a_s = torch.rand(1, 6, 5, 7, dtype=torch.float64).pow(4)  # skewed, as ReLU activations
+    t = _sw_target(a_s)
+    shuffled = a_s.flatten(2)[..., torch.randperm(35)].view_as(a_s)
+    assert abs(SW(t, shuffled, 1.0).item()) < 1e-12
+    m = losses.moments(a_s)
+    root = losses.sqrtm(m.covariance())
+    gaussian = (root @ torch.randn(6, 4000, dtype=torch.float64) + m.mean[:, None]).view(
+        1, 6, 40, 100
+    )
+    assert abs(W2(_w2_target(a_s), gaussian, 1.0).item()) < 0.05 * W2.scale(_w2_target(a_s)) ** -1
+    assert SW(t, gaussian, 1.0).item() * SW.scale(t) > 10 * W2(
+        _w2_target(a_s), gaussian, 1.0
+    ).item() * W2.scale(_w2_target(a_s))
+
+
+def test_sliced_gradient_is_autograds():
+    t = _sw_target(torch.rand(1, 4, 3, 5, dtype=torch.float64))
+    a_g = torch.rand(1, 4, 6, 5, dtype=torch.float64, requires_grad=True)  # another count
+    assert torch.autograd.gradcheck(lambda a: SW(t, a, 0.7), (a_g,))
+
+
+def test_marginals_keep_at_most_quantiles_and_mix_by_weight(monkeypatch):
+    """A large sample is kept as QUANTILES evenly spaced quantiles; two samples mixed with
+    weights in proportion to their counts have the marginals of the two pooled."""
+    monkeypatch.setattr(losses, "QUANTILES", 64)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1, 3, 10, 30, dtype=torch.float64, generator=g)
+    b = torch.randn(1, 3, 10, 10, dtype=torch.float64, generator=g) * 3 + 2
+    pooled = losses.marginals(torch.cat([a.flatten(2), b.flatten(2)], 2)[..., None])
+    mixed = losses.mixture([(losses.marginals(a), 0.75), (losses.marginals(b), 0.25)])
+    assert pooled.values.shape == mixed.values.shape == (3, 64)
+    spread = (pooled.values[:, -1] - pooled.values[:, 0]).max()
+    assert (pooled.values - mixed.values).abs().max() < 0.05 * spread
+    assert torch.equal(pooled.at(64), pooled.values)
+    assert (pooled.values.diff(dim=1) >= 0).all()
+
+
+def test_a_part_under_the_sliced_loss_is_matched_to_the_images_gaussian():
+    """A tile's positions are only part of the image's: with the rest of the image it falls
+    back to W2 against the style's Gaussian, weighed by W2's own relative error."""
+    g = torch.Generator().manual_seed(0)
+    a_s = torch.rand(1, 6, 5, 7, dtype=torch.float64, generator=g)
+    t = _sw_target(a_s)
+    part = torch.rand(1, 6, 1, 10, dtype=torch.float64, generator=g)
+    others = torch.rand(1, 6, 1, 26, dtype=torch.float64, generator=g)
+    rest = losses.Rest(losses.moments(others) * 26, count=36)
+    w2 = _w2_target(a_s)
+    expected = W2(w2, part, 0.7 * W2.scale(w2) / SW.scale(t), rest)
+    assert SW(t, part, 0.7, rest).item() == pytest.approx(expected.item(), rel=1e-9)

@@ -94,16 +94,23 @@ def test_a_step_scale_of_zero_holds_pixels_bit_for_bit():
     assert (clamped[..., 4:] == 0).any() and (clamped[..., 4:] == 1).any()
 
 
-def test_tiled_moments_equal_the_whole_image_moments(engine):
+def test_a_style_described_by_tiles_is_described_as_a_whole(engine):
+    """A style image too large for one pass: its moments summed over tiles are the whole
+    image's, and its marginals (the sliced loss) the whole image's quantiles."""
     image = torch.rand(1, 3, 96, 144, generator=torch.Generator().manual_seed(0))
-    whole = {n: losses.moments(a) for n, a in engine.features(image, set(STYLE_LAYERS)).items()}
-    tiled = tiling.tiled_moments(engine.features, image, STYLE_LAYERS, tile=32, margin=64)
+    acts = engine.features(image, set(STYLE_LAYERS))
+    sliced = losses.STYLE_LOSSES["sw"]
+    tiled = tiling.tiled_described(engine.features, image, STYLE_LAYERS, 32, sliced, margin=64)
     for name in STYLE_LAYERS:
+        whole = sliced.describe(acts[name])
         for t, w in (
-            (tiled[name].mean, whole[name].mean),
-            (tiled[name].second, whole[name].second),
+            (tiled[name].moments.mean, whole.moments.mean),
+            (tiled[name].moments.second, whole.moments.second),
         ):
             assert torch.allclose(t, w, rtol=1e-3, atol=1e-5 * w.abs().max())
+        t, w = tiled[name].marginals.values, whole.marginals.values
+        assert t.shape == w.shape
+        assert (t - w).abs().max() < 0.01 * (w[:, -1] - w[:, 0]).max()
 
 
 def test_image_sums_after_a_change_in_one_window_are_computed_afresh(engine):
@@ -265,3 +272,21 @@ def test_each_tile_is_scored_on_the_whole_image_statistics(engine, monkeypatch):
         assert [r[name].count for _, r in seen] == [count] * len(seen)  # the image's positions
         assert all(0 < n < count for n in owned)  # a part of them each...
         assert abs(sum(owned) - count) <= 0.1 * count  # ...which together cover the image
+
+
+def test_tiles_under_the_sliced_loss_match_the_style_gaussian_with_the_rest(engine, monkeypatch):
+    """Marginals do not split into parts as moments do: under the sliced loss each tile's
+    style term is W2 against the style's Gaussian, with the rest of the image (SlicedLoss)."""
+    rests = []
+    w2 = losses.W2Loss.__call__
+
+    def spy(self, target, a_g, weight, rest=None):
+        rests.append(rest)
+        return w2(self, target, a_g, weight, rest)
+
+    monkeypatch.setattr(losses.W2Loss, "__call__", spy)
+    settings = Settings(size=0, iterations=1, scales=1, tile=64, style_loss="sw")
+    engine.stylize(_textured(96, 160), [style_image(64, 64)], settings)
+    tiles = len(tiling.plan(96, 160, 64, tiling.overlap_for(64)))
+    assert len(rests) == tiles * len(settings.style_layers)
+    assert all(isinstance(r, losses.Rest) for r in rests)

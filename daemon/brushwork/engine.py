@@ -34,8 +34,9 @@ PREVIEW_SIDE = 256
 TILE_ROUNDS = 2
 MEMORY_FRACTION = 0.7  # of the memory a job may use, what its VGG passes get (tile budget)
 PRECISIONS = ("auto", "fp32", "bf16")
-# Style statistics kept across jobs, bounded by bytes (one style's five layers' moments are 2.4 MB
-# in fp32), so a daemon fed ever new styles holds at most this much for them.
+# Style statistics kept across jobs, bounded by bytes (one style's moments at the default layers
+# are 1.3 MB in fp32, its sliced marginals 15 MB), so a daemon fed ever new styles holds at
+# most this much for them.
 STYLE_CACHE_BYTES = 256 << 20
 # The style loss's targets (blended moments, for W2 an eigendecomposition per layer) per pyramid
 # level's styles, kept for jobs that repeat a style: each is about one style's moments in size.
@@ -209,15 +210,20 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def bytes_per_pixel(
-    grad: bool, dtype: torch.dtype = torch.float32, history: int = LBFGS_HISTORY
+    grad: bool,
+    dtype: torch.dtype = torch.float32,
+    history: int = LBFGS_HISTORY,
+    style_loss: str = "w2",
 ) -> int:
     """Peak memory per pixel of one VGG pass up to conv5_1: measured on CPU as the growth of
     peak RSS from 512 to 1024 px (bench/README.md). With `grad`: the activations kept for
-    the backward pass (in `dtype`) and the L-BFGS history (2 x history fp32 RGB images)."""
+    the backward pass (in `dtype`), the L-BFGS history (2 x history fp32 RGB images) and, for
+    the sliced loss, the projections, their order and residuals (1.1 KB, measured alike)."""
     if not grad:
         return 1200  # forward only: a few live conv1 activations (64 channels) and a copy
     activations = 1500 if dtype == torch.bfloat16 else 2100
-    return activations + 2 * history * 3 * 4
+    sliced = 1100 if style_loss == "sw" else 0
+    return activations + 2 * history * 3 * 4 + sliced
 
 
 def tile_for(settings: Settings, height: int, width: int, per_px: int, budget: float) -> int:
@@ -265,7 +271,8 @@ def estimate_memory(
     inputs = content[0] * content[1] + sum(h * w for h, w in styles)
     inputs += init[0] * init[1] if init else 0
     fixed = working = 0
-    grad, no_grad = bytes_per_pixel(True, dtype), bytes_per_pixel(False, dtype)
+    grad = bytes_per_pixel(True, dtype, style_loss=settings.style_loss)
+    no_grad = bytes_per_pixel(False, dtype)
     style_sizes: list[tuple[int, int]] = []
     tile = max(out)
     for h, w in pyramid(*out, settings):
@@ -357,7 +364,7 @@ class Engine:
 
     def tile_side(self, settings: Settings, height: int, width: int, grad: bool = True) -> int:
         """Tile side for an image of height x width (tile_for, at this engine's budget)."""
-        per_px = bytes_per_pixel(grad, self.compute_dtype)
+        per_px = bytes_per_pixel(grad, self.compute_dtype, style_loss=settings.style_loss)
         return tile_for(settings, height, width, per_px, self.tile_budget())
 
     def estimate(
@@ -474,19 +481,19 @@ class Engine:
     def _style_targets(
         self, styles: list[torch.Tensor], blend: tuple[float, ...], settings: Settings
     ) -> dict[str, object]:
-        """The style loss's targets per style layer, from the moments blended over the style
-        images: sum_k w_k m_l(S_k)."""
+        """The style loss's targets per style layer, from what it needs of each style image
+        (the moments; for the sliced loss also the marginals) blended over the images."""
         keys = tuple(self._style_key(style, settings) for style in styles)
         cache_key = (keys, blend, settings.style_loss)
         if cache_key in self._target_cache:
             self._target_cache.move_to_end(cache_key)
             return self._target_cache[cache_key]
-        blended: dict[str, losses.Moments] = {}
-        for style, key, w in zip(styles, keys, blend, strict=True):
-            for name, m in self._moments(style, key, settings).items():
-                blended[name] = blended[name] + m * w if name in blended else m * w
         loss = losses.STYLE_LOSSES[settings.style_loss]
-        targets = {name: loss.target(m) for name, m in blended.items()}
+        parts = [self._described(s, k, settings) for s, k in zip(styles, keys, strict=True)]
+        targets = {}
+        for name in settings.style_layers:
+            blended = loss.blend([(d[name], w) for d, w in zip(parts, blend, strict=True)])
+            targets[name] = loss.target(blended)
         self._target_cache[cache_key] = targets
         while len(self._target_cache) > TARGET_CACHE_ENTRIES:
             self._target_cache.popitem(last=False)
@@ -494,22 +501,23 @@ class Engine:
 
     def _style_key(self, style: torch.Tensor, settings: Settings) -> tuple:
         digest = hashlib.blake2b(style.cpu().numpy().tobytes(), digest_size=16).digest()
-        return (digest, tuple(style.shape), settings.style_layers, self.compute_dtype)
+        describes = losses.STYLE_LOSSES[settings.style_loss].describes
+        return (digest, tuple(style.shape), settings.style_layers, self.compute_dtype, describes)
 
-    def _moments(
-        self, style: torch.Tensor, key: tuple, settings: Settings
-    ) -> dict[str, losses.Moments]:
+    def _described(self, style: torch.Tensor, key: tuple, settings: Settings) -> dict[str, object]:
+        """What the style loss needs of one style image, per style layer (cached)."""
         if key in self._style_cache:
             self._style_cache.move_to_end(key)
             return self._style_cache[key]
+        loss = losses.STYLE_LOSSES[settings.style_loss]
         layers = settings.style_layers
         h, w = style.shape[-2:]
         tile = self.tile_side(settings.replace(tile=0), h, w, grad=False)
         if tile >= max(h, w):
             with torch.no_grad():
-                stats = {n: losses.moments(a) for n, a in self.features(style, set(layers)).items()}
-        else:  # a style image too large for one pass: the same moments, summed over tiles
-            stats = tiling.tiled_moments(self.features, style, layers, tile)
+                stats = {n: loss.describe(a) for n, a in self.features(style, set(layers)).items()}
+        else:  # a style image too large for one pass: described tile by tile
+            stats = tiling.tiled_described(self.features, style, layers, tile, loss)
         self._style_cache[key] = stats
         while self.style_cache_bytes() > STYLE_CACHE_BYTES and len(self._style_cache) > 1:
             self._style_cache.popitem(last=False)

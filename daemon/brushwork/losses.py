@@ -9,8 +9,13 @@ sees a well-scaled problem at every image size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -145,7 +150,49 @@ def style_scale(gram_s: torch.Tensor) -> float:
     return 1.0 / max(float(0.25 * gram_s.pow(2).sum()), 1e-12)
 
 
-class GramLoss:
+class StyleLoss(Protocol):
+    """A style loss: what it needs of a style image's layer (describe), several images' worth
+    blended (weights summing to 1), the target made of that once, the target's relative-error
+    scale, and the loss of G's activations (a part of the image's, with `rest`)."""
+
+    describes: str
+
+    def describe(self, a: torch.Tensor) -> Any: ...
+
+    def blend(self, parts: list[tuple[Any, float]]) -> Any: ...
+
+    def target(self, described: Any) -> Any: ...
+
+    def scale(self, target: Any) -> float: ...
+
+    def __call__(
+        self, target: Any, a_g: torch.Tensor, weight: float, rest: Rest | None = None
+    ) -> torch.Tensor: ...
+
+
+class _MomentLoss:
+    """A style loss on the activations' moments: all it needs of a style image is its
+    Moments, which several style images blend into (weights summing to 1) and a large image's
+    tiles add up to."""
+
+    describes = "moments"  # what describe() gives: style images' cache entries are shared
+
+    def describe(self, a: torch.Tensor) -> Moments:
+        return moments(a)
+
+    def blend(self, parts: list[tuple[Moments, float]]) -> Moments:
+        return blend_moments(parts)
+
+
+def blend_moments(parts: list[tuple[Moments, float]]) -> Moments:
+    """sum_k w_k m_k."""
+    total = parts[0][0] * parts[0][1]
+    for m, w in parts[1:]:
+        total = total + m * w
+    return total
+
+
+class GramLoss(_MomentLoss):
     """The seed's style loss (Gatys et al. 2015): Js[l] between normalised Gram matrices."""
 
     def target(self, m: Moments) -> torch.Tensor:
@@ -171,7 +218,7 @@ class Gaussian:
     delta: float
 
 
-class W2Loss:
+class W2Loss(_MomentLoss):
     """The squared 2-Wasserstein distance between Gaussians fitted to G's and S's activations
     (as in crowsonkb's style transfer):
 
@@ -246,7 +293,205 @@ def sqrtm(a: torch.Tensor) -> torch.Tensor:
     return (v * lam.clamp_min(0).sqrt()) @ v.T
 
 
-STYLE_LOSSES = {"gram": GramLoss(), "w2": W2Loss()}
+# Quantiles kept of each projection of a style layer: the quantile function is smooth enough
+# that a finer grid changes nothing a picture shows, and a style's marginals stay a few MB.
+QUANTILES = 4096
+
+
+def directions(n_c: int) -> torch.Tensor:
+    """(nC, nC) fixed orthonormal directions for a layer of nC channels: a seeded random
+    rotation, the same for every image and device, so the sliced loss is one deterministic
+    function for L-BFGS (Heitz et al. draw new ones every step, for Adam)."""
+    if n_c not in _DIRECTIONS:
+        g = torch.Generator().manual_seed(n_c)
+        q, r = torch.linalg.qr(torch.randn(n_c, n_c, generator=g, dtype=torch.float64))
+        _DIRECTIONS[n_c] = (q * r.diagonal().sign()).float()
+    return _DIRECTIONS[n_c]
+
+
+_DIRECTIONS: dict[int, torch.Tensor] = {}
+
+
+@dataclass(frozen=True)
+class Marginals:
+    """A layer's activations projected on each of directions(nC): per direction the sorted
+    values, resampled to at most QUANTILES evenly spaced quantiles. The one-dimensional
+    distributions the sliced Wasserstein distance compares."""
+
+    values: torch.Tensor  # (K, Q), each row ascending, fp32
+
+    def at(self, n: int) -> torch.Tensor:
+        """(K, n) the quantiles at (i + 1/2) / n, i = 0 .. n - 1 (linear between kept ones)."""
+        q = self.values.shape[1]
+        pos = ((torch.arange(n, device=self.values.device) + 0.5) * (q / n) - 0.5).clamp(0, q - 1)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=q - 1)
+        frac = (pos - lo).to(self.values.dtype)
+        return torch.lerp(self.values[:, lo], self.values[:, hi], frac)
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.numel() * self.values.element_size()
+
+
+def marginals(a: torch.Tensor) -> Marginals:
+    _, n_c, n_h, n_w = a.shape
+    f = _at_least_fp32(a.reshape(n_c, n_h * n_w))
+    p = directions(n_c).to(f).T @ f
+    return mixture([(Marginals(p.gather(1, _argsort_rows(p))), 1.0)])
+
+
+def mixture(parts: list[tuple[Marginals, float]]) -> Marginals:
+    """The marginals of a mixture: each part's samples weighted by its weight over its count
+    (style images blended, or a large image's tiles weighted by their positions)."""
+    values = torch.cat([m.values for m, _ in parts], dim=1)
+    mass = torch.cat([torch.full((m.values.shape[1],), w / m.values.shape[1]) for m, w in parts])
+    q = min(values.shape[1], QUANTILES)
+    if len(parts) == 1 and q == values.shape[1]:
+        return Marginals(values)
+    order = _argsort_rows(values)
+    values = values.gather(1, order)
+    mass = mass.to(values)[order]
+    cdf = mass.cumsum(1) - 0.5 * mass  # each sample's mid-mass quantile level
+    cdf = cdf / (cdf[:, -1:] + 0.5 * mass[:, -1:])
+    levels = ((torch.arange(q, device=values.device) + 0.5) / q).to(values).expand(len(values), q)
+    hi = torch.searchsorted(cdf, levels.contiguous()).clamp(1, values.shape[1] - 1)
+    lo = hi - 1
+    c_lo, c_hi = cdf.gather(1, lo), cdf.gather(1, hi)
+    frac = ((levels - c_lo) / (c_hi - c_lo).clamp_min(1e-12)).clamp(0, 1)
+    return Marginals(torch.lerp(values.gather(1, lo), values.gather(1, hi), frac))
+
+
+def _argsort_rows(p: torch.Tensor) -> torch.Tensor:
+    """Each row's ascending order. On the host NumPy's vectorised sort, 5-10x torch's on the
+    CPUs measured (bench/README.md), its rows split over torch's threads (NumPy lets go of
+    the GIL while it sorts); torch's elsewhere."""
+    if p.device.type != "cpu":
+        return p.argsort(dim=1)
+    a = p.detach().numpy()
+    order = np.empty(a.shape, dtype=np.int64)
+
+    def sort(rows: slice) -> None:
+        order[rows] = np.argsort(a[rows], axis=1)
+
+    n = max(1, min(torch.get_num_threads(), len(a)))
+    bounds = np.linspace(0, len(a), n + 1).astype(int)
+    list(_sorters(n).map(sort, [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]))
+    return torch.from_numpy(order)
+
+
+@functools.cache
+def _sorters(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(n, thread_name_prefix="brushwork-sort")
+
+
+@dataclass(frozen=True)
+class Sliced:
+    """What the sliced loss needs of a style layer: its marginals, and its moments for a
+    tile, whose positions are only a part of the image's (SlicedLoss)."""
+
+    moments: Moments
+    marginals: Marginals
+
+    @property
+    def nbytes(self) -> int:
+        return self.moments.nbytes + self.marginals.nbytes
+
+
+@dataclass(frozen=True)
+class SlicedTarget:
+    """The style's marginals, the directions on their device, their quantiles at each count
+    of positions asked (a pyramid level asks for one count at every step), and its Gaussian
+    for tiles."""
+
+    marginals: Marginals
+    directions: torch.Tensor
+    gaussian: Gaussian
+    _at: dict[int, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    def quantiles(self, n: int) -> torch.Tensor:
+        if n not in self._at:
+            self._at.clear()
+            self._at[n] = self.marginals.at(n)
+        return self._at[n]
+
+
+class SlicedLoss:
+    """The sliced 2-Wasserstein distance (Heitz et al. 2021) between G's and S's activations:
+    the mean over positions of the squared difference of sorted projections, summed over the
+    directions,
+
+        SW[l] = sum_k 1/N sum_i (sort(d_k . F_G)_i - Q_S,k((i + 1/2) / N))^2,
+
+    with Q_S,k the quantile function of the style's projections on d_k. Where W2 matches a
+    Gaussian (mean and covariance), this matches the whole distribution along every
+    direction: the heavy tails of a stroke texture, not only its spread. A tile's positions
+    are only part of the image's, whose marginals do not split into parts as moments do, so
+    a part (`rest` given) is matched by W2 to the image's Gaussian, weighed by its own
+    relative error."""
+
+    describes = "sliced"
+
+    def describe(self, a: torch.Tensor) -> Sliced:
+        return Sliced(moments(a), marginals(a))
+
+    def blend(self, parts: list[tuple[Sliced, float]]) -> Sliced:
+        return Sliced(
+            blend_moments([(d.moments, w) for d, w in parts]),
+            mixture([(d.marginals, w) for d, w in parts]),
+        )
+
+    def target(self, d: Sliced) -> SlicedTarget:
+        n_c = d.marginals.values.shape[0]
+        return SlicedTarget(
+            d.marginals, directions(n_c).to(d.marginals.values), _W2.target(d.moments)
+        )
+
+    # The relative error times this: the sliced distance of a picture from the style is a
+    # smaller share of SW(S, 0) than W2's of W2(S, 0), and at 5x the weight it keeps as much
+    # of the subject as W2 at the default weight (harness, 8 pairs at 256 px: 25 against W2's
+    # 5 to 5.5), so one style weight gives one look with either loss, and a tile's W2 term
+    # (below) weighs as the sliced loss around it.
+    GAIN = 5.0
+
+    def scale(self, target: SlicedTarget) -> float:
+        """GAIN / SW(S, 0): the relative error, as for the other losses, times GAIN."""
+        return self.GAIN / max(float(target.marginals.values.pow(2).mean(1).sum()), 1e-12)
+
+    def __call__(
+        self, target: SlicedTarget, a_g: torch.Tensor, weight: float, rest: Rest | None = None
+    ) -> torch.Tensor:
+        if rest is not None:
+            relative = _W2.scale(target.gaussian) / self.scale(target)
+            return _W2(target.gaussian, a_g, weight * relative, rest)
+        n = a_g.shape[-2] * a_g.shape[-1]
+        return _SlicedLayerLoss.apply(a_g, target.directions, target.quantiles(n), weight)
+
+
+class _SlicedLayerLoss(torch.autograd.Function):
+    """SW[l] with its gradient written out: with P = D^T F the projections and R = P - Q the
+    residuals, Q holding the style's quantiles in the order of P's ranks (the i-th smallest
+    projection is sent to the i-th quantile), dSW/dF = 2/N D R (ranks are constant almost
+    everywhere)."""
+
+    @staticmethod
+    def forward(ctx, a_g, d, quantiles, weight):
+        _, n_c, n_h, n_w = a_g.shape
+        p = d.T @ _at_least_fp32(a_g.reshape(n_c, n_h * n_w))
+        r = p.sub_(torch.empty_like(p).scatter_(1, _argsort_rows(p), quantiles))
+        ctx.save_for_backward(d, r)
+        ctx.scale, ctx.shape, ctx.dtype = 2 * weight / (n_h * n_w), a_g.shape, a_g.dtype
+        return r.pow(2).sum() * (weight / (n_h * n_w))
+
+    @staticmethod
+    def backward(ctx, grad):
+        d, r = ctx.saved_tensors
+        grad_f = (d @ r).mul_(grad * ctx.scale)
+        return grad_f.to(ctx.dtype).view(ctx.shape), None, None, None
+
+
+_W2 = W2Loss()
+STYLE_LOSSES: dict[str, StyleLoss] = {"gram": GramLoss(), "w2": _W2, "sw": SlicedLoss()}
 
 
 def style_loss(

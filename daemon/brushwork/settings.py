@@ -21,7 +21,7 @@ VGG16_LAYERS = (
 PRESERVE_COLORS = ("none", "luminance", "histogram")
 INITS = ("palette", "content", "noise", "image")  # "image": an init image comes along
 OPTIMIZERS = ("lbfgs", "adam")
-STYLE_LOSSES = ("gram", "w2")  # losses.STYLE_LOSSES; "gram" is the seed's
+STYLE_LOSSES = ("gram", "w2", "sw")  # losses.STYLE_LOSSES; "gram" is the seed's
 MAX_SIDE = 65536
 DEFAULT_STRENGTH = 50  # Settings.at_strength: the settings as they are
 # Strength's two powers (Settings.at_strength). The first touch of style moves the picture

@@ -6,6 +6,7 @@ second moments), which add up tile by tile (`ImageSums`): a tile's loss sees the
 moments, the rest of the image (as it stands) plus the positions the tile owns. Matching each
 tile's own statistics to the style's asked every tile to hold the style's whole distribution:
 Starry Night's moon and stars came back in every tile, the river's too (bench/README.md).
+The sliced loss's marginals do not add up so: its tiles are matched by W2 (losses.SlicedLoss).
 
 Tiles run one after another, as block coordinate descent on the whole image: raised-cosine
 ramps over the overlaps decide which tile owns (finishes) each pixel, and nothing is averaged
@@ -198,45 +199,19 @@ class ImageSums:
         device: torch.device | None = None,
     ) -> None:
         self.features, self.layers, self.device = features, layers, device
-        tile = max(16, tile - tile % 16)
         self.margin = margin - margin % 16
-        h, w = image.shape[-2:]
-        self.cores = [
-            Tile(y, min(y + tile, h), x, min(x + tile, w))
-            for y in range(0, h, tile)
-            for x in range(0, w, tile)
-        ]  # a partition: every pixel counted once
+        self.cores = _cores(*image.shape[-2:], tile)
         self.sums = [self._sums(image, core) for core in self.cores]
 
-    def _context(self, core: Tile, h: int, w: int) -> Tile:
-        m = self.margin
-        return Tile(
-            max(0, core.y0 - m), min(h, core.y1 + m), max(0, core.x0 - m), min(w, core.x1 + m)
-        )
-
     def _sums(self, image: torch.Tensor, core: Tile) -> dict[str, losses.Rest]:
-        h, w = image.shape[-2:]
-        seen = self._context(core, h, w)
-        with torch.no_grad():
-            acts = self.features(seen.of(image).to(self.device), set(self.layers))
-        out = {}
-        for name in self.layers:
-            s = layer_stride(name)
-            a = acts[name]
-            top, left = (core.y0 - seen.y0) // s, (core.x0 - seen.x0) // s
-            bottom = a.shape[-2] if core.y1 == h else top + (core.y1 - core.y0) // s
-            right = a.shape[-1] if core.x1 == w else left + (core.x1 - core.x0) // s
-            core_acts = a[..., top:bottom, left:right]
-            n = core_acts.shape[-2] * core_acts.shape[-1]
-            if n:  # a core narrower than this layer's stride has no position of its own
-                out[name] = losses.Rest(losses.moments(core_acts) * n, n)
-        return out
+        acts = _core_activations(self.features, image, core, self.layers, self.margin, self.device)
+        return {n: losses.Rest(losses.moments(a) * _count(a), _count(a)) for n, a in acts.items()}
 
     def update(self, image: torch.Tensor, window: Tile) -> None:
         """`image`'s pixels changed inside `window` only."""
         h, w = image.shape[-2:]
         for k, core in enumerate(self.cores):
-            seen = self._context(core, h, w)
+            seen = _context(core, h, w, self.margin)
             if (
                 seen.y0 < window.y1
                 and window.y0 < seen.y1
@@ -256,17 +231,73 @@ class ImageSums:
         return out
 
 
-def tiled_moments(
+def tiled_described(
     features: Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]],
     image: torch.Tensor,
     layers: tuple[str, ...],
     tile: int,
+    loss: losses.StyleLoss,
     margin: int = 64,
-) -> dict[str, losses.Moments]:
-    """Moments of the whole `image`'s activations (as losses.moments), summed over tiles
-    (ImageSums)."""
-    whole = ImageSums(features, image, layers, tile, margin).total()
-    return {name: r.sums * (1 / r.count) for name, r in whole.items()}
+) -> dict[str, object]:
+    """What `loss` needs of the whole `image`'s activations (its describe()), from tiles:
+    each core's own positions described, blended by their share of the image's positions."""
+    margin -= margin % 16
+    parts: dict[str, list[tuple[object, int]]] = {n: [] for n in layers}
+    for core in _cores(*image.shape[-2:], tile):
+        for name, a in _core_activations(features, image, core, layers, margin).items():
+            parts[name].append((loss.describe(a), _count(a)))
+    return {
+        name: loss.blend([(d, n / sum(c for _, c in p)) for d, n in p]) for name, p in parts.items()
+    }
+
+
+def _cores(h: int, w: int, tile: int) -> list[Tile]:
+    """A partition of an (h, w) image in squares of `tile` px, a multiple of 16, so that every
+    layer's pooling grid lines up with the whole image's."""
+    tile = max(16, tile - tile % 16)
+    return [
+        Tile(y, min(y + tile, h), x, min(x + tile, w))
+        for y in range(0, h, tile)
+        for x in range(0, w, tile)
+    ]
+
+
+def _context(core: Tile, h: int, w: int, margin: int) -> Tile:
+    return Tile(
+        max(0, core.y0 - margin), min(h, core.y1 + margin),
+        max(0, core.x0 - margin), min(w, core.x1 + margin),
+    )  # fmt: skip
+
+
+def _core_activations(
+    features: Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]],
+    image: torch.Tensor,
+    core: Tile,
+    layers: tuple[str, ...],
+    margin: int,
+    device: torch.device | None = None,
+) -> dict[str, torch.Tensor]:
+    """The activations at `core`'s own positions, seen with `margin` px of context, per layer
+    (a core narrower than a layer's stride has none there: left out)."""
+    h, w = image.shape[-2:]
+    seen = _context(core, h, w, margin)
+    with torch.no_grad():
+        acts = features(seen.of(image).to(device), set(layers))
+    out = {}
+    for name in layers:
+        s = layer_stride(name)
+        a = acts[name]
+        top, left = (core.y0 - seen.y0) // s, (core.x0 - seen.x0) // s
+        bottom = a.shape[-2] if core.y1 == h else top + (core.y1 - core.y0) // s
+        right = a.shape[-1] if core.x1 == w else left + (core.x1 - core.x0) // s
+        core_acts = a[..., top:bottom, left:right]
+        if _count(core_acts):
+            out[name] = core_acts
+    return out
+
+
+def _count(a: torch.Tensor) -> int:
+    return a.shape[-2] * a.shape[-1]
 
 
 def owned_positions(owned: torch.Tensor, name: str, shape: tuple[int, int]) -> torch.Tensor:

@@ -89,8 +89,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--style-loss",
         choices=STYLE_LOSSES,
         default=d.style_loss,
-        help="w2: match the style's feature means and covariances (2-Wasserstein); gram: the "
-        "textbook Gram matrices, faster (default %(default)s)",
+        help="w2: match the style's feature means and covariances (2-Wasserstein); sw: its "
+        "whole feature distributions along fixed directions (sliced Wasserstein), slower; "
+        "gram: the textbook Gram matrices, faster (default %(default)s)",
     )
     g.add_argument(
         "--strength",
