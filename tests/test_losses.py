@@ -246,3 +246,17 @@ def test_a_part_under_the_sliced_loss_is_matched_to_the_images_gaussian():
     w2 = _w2_target(a_s)
     expected = W2(w2, part, 0.7 * W2.scale(w2) / SW.scale(t), rest)
     assert SW(t, part, 0.7, rest).item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+def test_a_forked_child_sorts_with_its_own_threads():
+    """The host's sort runs on a thread pool; a child forked after the parent used it (the
+    pool's threads do not survive a fork) sorts as well."""
+    import multiprocessing
+
+    p = torch.rand(4, 50)
+    with torch.no_grad():
+        expected = losses._argsort_rows(p)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(losses._argsort_rows, (p,)).get(timeout=60)
+    assert torch.equal(got, expected)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -383,6 +384,10 @@ def _argsort_rows(p: torch.Tensor) -> torch.Tensor:
 @functools.cache
 def _sorters(n: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(n, thread_name_prefix="brushwork-sort")
+
+
+# A forked child inherits the pool but not its threads: it makes its own.
+os.register_at_fork(after_in_child=_sorters.cache_clear)
 
 
 @dataclass(frozen=True)
