@@ -339,7 +339,8 @@ def marginals(a: torch.Tensor) -> Marginals:
     _, n_c, n_h, n_w = a.shape
     f = _at_least_fp32(a.reshape(n_c, n_h * n_w))
     p = directions(n_c).to(f).T @ f
-    return mixture([(Marginals(p.gather(1, _argsort_rows(p))), 1.0)])
+    m = Marginals(p.gather(1, _argsort_rows(p)))
+    return m if m.values.shape[1] <= QUANTILES else Marginals(m.at(QUANTILES))
 
 
 def mixture(parts: list[tuple[Marginals, float]]) -> Marginals:
@@ -406,12 +407,14 @@ class Sliced:
 @dataclass(frozen=True)
 class SlicedTarget:
     """The style's marginals, the directions on their device, their quantiles at each count
-    of positions asked (a pyramid level asks for one count at every step), and its Gaussian
-    for tiles."""
+    of positions asked (a pyramid level asks for one count at every step), its Gaussian for
+    tiles, and both losses' energies at G = 0, taken once rather than at every step."""
 
     marginals: Marginals
     directions: torch.Tensor
     gaussian: Gaussian
+    energy: float  # SW(S, 0), the relative error's denominator
+    w2_scale: float  # W2Loss.scale(gaussian), for tiles
     _at: dict[int, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     def quantiles(self, n: int) -> torch.Tensor:
@@ -447,9 +450,14 @@ class SlicedLoss:
         )
 
     def target(self, d: Sliced) -> SlicedTarget:
-        n_c = d.marginals.values.shape[0]
+        values = d.marginals.values
+        gaussian = _W2.target(d.moments)
         return SlicedTarget(
-            d.marginals, directions(n_c).to(d.marginals.values), _W2.target(d.moments)
+            d.marginals,
+            directions(values.shape[0]).to(values),
+            gaussian,
+            energy=float(values.pow(2).mean(1).sum()),
+            w2_scale=_W2.scale(gaussian),
         )
 
     # The relative error times this: the sliced distance of a picture from the style is a
@@ -461,13 +469,13 @@ class SlicedLoss:
 
     def scale(self, target: SlicedTarget) -> float:
         """GAIN / SW(S, 0): the relative error, as for the other losses, times GAIN."""
-        return self.GAIN / max(float(target.marginals.values.pow(2).mean(1).sum()), 1e-12)
+        return self.GAIN / max(target.energy, 1e-12)
 
     def __call__(
         self, target: SlicedTarget, a_g: torch.Tensor, weight: float, rest: Rest | None = None
     ) -> torch.Tensor:
         if rest is not None:
-            relative = _W2.scale(target.gaussian) / self.scale(target)
+            relative = target.w2_scale / self.scale(target)
             return _W2(target.gaussian, a_g, weight * relative, rest)
         n = a_g.shape[-2] * a_g.shape[-1]
         return _SlicedLayerLoss.apply(a_g, target.directions, target.quantiles(n), weight)

@@ -246,9 +246,11 @@ def tiled_described(
     for core in _cores(*image.shape[-2:], tile):
         for name, a in _core_activations(features, image, core, layers, margin).items():
             parts[name].append((loss.describe(a), _count(a)))
-    return {
-        name: loss.blend([(d, n / sum(c for _, c in p)) for d, n in p]) for name, p in parts.items()
-    }
+    out = {}
+    for name, p in parts.items():
+        total = sum(n for _, n in p)
+        out[name] = loss.blend([(d, n / total) for d, n in p])
+    return out
 
 
 def _cores(h: int, w: int, tile: int) -> list[Tile]:
