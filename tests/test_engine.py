@@ -232,11 +232,11 @@ def test_blend_weights_choose_among_styles(engine):
 
 
 def test_style_targets_are_cached(engine, monkeypatch):
-    """A repeated style costs neither a VGG pass (moments) nor the loss's target (for W2 an
-    eigendecomposition per layer)."""
-    w2 = engine_module.losses.STYLE_LOSSES["w2"]
+    """A repeated style costs neither a VGG pass (its description) nor the loss's target
+    (for W2 an eigendecomposition per layer, for SW the directions and SW(S, 0))."""
+    loss = engine_module.losses.STYLE_LOSSES[FAST.style_loss]
     made = []
-    monkeypatch.setattr(w2, "target", lambda m: made.append(m) or type(w2).target(w2, m))
+    monkeypatch.setattr(loss, "target", lambda m: made.append(m) or type(loss).target(loss, m))
     before = engine.style_cache_size()
     style = style_image(seed=11)
     engine.stylize(content_image(), [style], FAST)
@@ -387,6 +387,8 @@ def test_degenerate_sizes_are_stylized_and_come_back_at_their_size(engine, shape
 
 
 def test_the_estimate_counts_the_resized_style_and_the_engines_own_tiles(engine):
+    import brushwork.engine as engine_module
+
     # A wide strip at its own size: the 64x64 style grows to the output's long side.
     settings = Settings(size=0, iterations=2, scales=1)
     small = engine.estimate((32, 3000), [(64, 64)], settings)
@@ -403,16 +405,27 @@ def test_the_estimate_counts_the_resized_style_and_the_engines_own_tiles(engine)
         engine.estimate((256, 256), [(64, 64)], sliced).working
         > engine.estimate((256, 256), [(64, 64)], sliced.replace(style_loss="w2")).working
     )
+    # A tiled level keeps each core's description of the image (moments, or marginals).
+    for loss in ("w2", "sw"):
+        tiled = Settings(size=1024, iterations=2, scales=1, tile=256, style_loss=loss)
+        few = engine.estimate((1024, 1024), [(64, 64)], tiled.replace(tile=512)).fixed
+        many = engine.estimate((1024, 1024), [(64, 64)], tiled).fixed
+        per_core = (
+            engine_module.described_bytes(tiled, 256),
+            engine_module.described_bytes(tiled, 512),
+        )
+        assert many - few == 16 * per_core[0] - 4 * per_core[1] > 0
 
 
 def test_style_cache_is_bounded_by_bytes(engine, monkeypatch):
     import brushwork.engine as engine_module
 
-    first = engine.stylize(content_image(), [style_image(seed=1)], FAST)
+    before = engine.style_cache_bytes()
+    first = engine.stylize(content_image(), [style_image(seed=21)], FAST)
     assert first.image.shape[2] == 3
-    one_style = engine.style_cache_bytes() / engine.style_cache_size()
+    one_style = engine.style_cache_bytes() - before  # one style of this size, as described
     monkeypatch.setattr(engine_module, "STYLE_CACHE_BYTES", int(2.5 * one_style))
-    for seed in range(2, 7):
+    for seed in range(22, 27):
         engine.stylize(content_image(), [style_image(seed=seed)], FAST)
         assert engine.style_cache_bytes() <= 2.5 * one_style
     assert engine.style_cache_size() == 2

@@ -156,9 +156,8 @@ def test_a_part_with_the_rest_of_the_image_scores_as_the_whole(kind):
     mine = torch.zeros(4, 9, dtype=torch.bool)
     mine[1:3, 2:7] = True  # the tile's positions; the others are the rest
     flat = whole.detach().flatten(2)[0]
-    others = flat[:, ~mine.flatten()][None, :, None]  # as a 1 x n activation map
-    rest = losses.Rest(losses.moments(others) * others.shape[-1], count=36)
-    part = flat[:, mine.flatten()][None, :, None].clone().requires_grad_(True)
+    part = flat[:, mine.flatten()][None, :, None].clone().requires_grad_(True)  # 1 x n map
+    rest = loss.rest(loss.describe(whole.detach()), 36, part.detach())
 
     expected = loss(target, whole, 0.7)
     expected.backward()
@@ -234,18 +233,73 @@ def test_marginals_keep_at_most_quantiles_and_mix_by_weight(monkeypatch):
     assert (pooled.values.diff(dim=1) >= 0).all()
 
 
-def test_a_part_under_the_sliced_loss_is_matched_to_the_images_gaussian():
-    """A tile's positions are only part of the image's: with the rest of the image it falls
-    back to W2 against the style's Gaussian, weighed by W2's own relative error."""
+def test_marginals_without_a_part_are_the_rests():
+    """The rest of an image kept in full is exactly the marginals of the positions left;
+    sketched in fewer quantiles, within about a quantile's step of them."""
     g = torch.Generator().manual_seed(0)
-    a_s = torch.rand(1, 6, 5, 7, dtype=torch.float64, generator=g)
-    t = _sw_target(a_s)
-    part = torch.rand(1, 6, 1, 10, dtype=torch.float64, generator=g)
-    others = torch.rand(1, 6, 1, 26, dtype=torch.float64, generator=g)
-    rest = losses.Rest(losses.moments(others) * 26, count=36)
-    w2 = _w2_target(a_s)
-    expected = W2(w2, part, 0.7 * W2.scale(w2) / SW.scale(t), rest)
-    assert SW(t, part, 0.7, rest).item() == pytest.approx(expected.item(), rel=1e-9)
+    a = torch.randn(1, 3, 8, 50, dtype=torch.float64, generator=g).exp()  # skewed
+    flat = a.flatten(2)
+    part, others = flat[..., :120, None], flat[..., 120:, None]
+    whole = losses.marginals(a)
+    got = whole.without(400, losses.projections(part))
+    assert torch.allclose(got.values, losses.marginals(others).values, atol=1e-4)
+    levels = torch.rand(3, 50, dtype=torch.float64, generator=g)
+    v = whole.quantile(levels)
+    got = whole.levels(v, torch.searchsorted(whole.values, v))
+    assert torch.allclose(got, levels.clamp(0.5 / 400, 1 - 0.5 / 400))
+
+
+def test_marginals_without_a_part_when_sketched(monkeypatch):
+    monkeypatch.setattr(losses, "QUANTILES", 64)
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(1, 3, 20, 50, dtype=torch.float64, generator=g).exp()
+    flat = a.flatten(2)
+    part, others = flat[..., :300, None], flat[..., 300:, None]
+    got = losses.marginals(a).without(1000, losses.projections(part)).values
+    want = losses.marginals(others).values
+    spread = (want[:, -1] - want[:, 0]).max()
+    assert got.shape == want.shape
+    assert (got - want).abs().median() < 0.01 * spread
+
+
+def test_a_part_under_the_sliced_loss_takes_its_share_of_the_whole_images():
+    """A tile's sliced loss with the rest of the image ranks its projections among the
+    whole image's: its gradient is the whole image's at its positions (within the half a
+    position the rest's interpolated count can be off), where the part alone is far from it;
+    the parts' losses add up to the whole's."""
+    g = torch.Generator().manual_seed(0)
+    t = _sw_target(torch.rand(1, 6, 9, 11, dtype=torch.float64, generator=g).pow(3))
+    whole = torch.rand(1, 6, 10, 30, dtype=torch.float64, generator=g, requires_grad=True)
+    expected = SW(t, whole, 0.7)
+    expected.backward()
+    flat, grad = whole.detach().flatten(2), whole.grad.flatten(2)
+    total, off, alone_off = 0.0, 0.0, 0.0
+    for i in (slice(0, 110), slice(110, 300)):
+        part = flat[..., i, None].clone().requires_grad_(True)
+        got = SW(t, part, 0.7, SW.rest(SW.describe(whole.detach()), 300, part.detach()))
+        got.backward()
+        total += got.item()
+        off = max(off, (part.grad[..., 0] - grad[..., i]).norm() / grad[..., i].norm())
+        alone = part.detach().requires_grad_(True)
+        SW(t, alone, 0.7).backward()
+        alone_off = max(
+            alone_off,
+            (alone.grad[..., 0] * 300 / alone.shape[-2] - grad[..., i]).norm()
+            / grad[..., i].norm(),
+        )
+    assert total == pytest.approx(expected.item(), rel=0.02)
+    assert off < 0.05 < 0.2 < alone_off
+
+
+def test_host_sort_orders_float32_rows_of_any_sign():
+    """The host sorts float32 rows as int64 keys made from the floats' bits: negative,
+    positive, zero of either sign and ties come out in ascending order."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(5, 300, generator=g) * torch.tensor([1e-30, 1e-3, 1.0, 1e3, 1e30])[:, None]
+    p[:, :40] = torch.tensor([0.0, -0.0, 2.5, -2.5]).repeat(10)
+    order = losses._argsort_rows(p)
+    assert torch.equal(order.sort(dim=1).values, torch.arange(300).expand(5, -1))
+    assert torch.equal(p.gather(1, order), p.sort(dim=1).values)
 
 
 def test_a_forked_child_sorts_with_its_own_threads():

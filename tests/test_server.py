@@ -393,9 +393,9 @@ def test_degenerate_images_come_back_stylized_at_their_size(daemon, shape, size)
 
 
 def test_every_image_a_job_holds_counts_against_the_limits(start_daemon):
-    d = start_daemon("--device", "cpu", "--max-pixels", "4000000", "--max-job-memory", "256M")
+    d = start_daemon("--device", "cpu", "--max-pixels", "4000000", "--max-job-memory", "320M")
     with d.client(timeout=30) as client:
-        assert client.hello().max_job_bytes == 256 * 2**20
+        assert client.hello().max_job_bytes == 320 * 2**20
         # Small inputs whose style the engine would blow up to the output's long side.
         for content, resized in [(noise(32, 3000), "3000x3000 = 9.0"), (noise(1, 65536), "65536")]:
             with pytest.raises(DaemonError) as e:

@@ -99,16 +99,14 @@ def test_a_style_described_by_tiles_is_described_as_a_whole(engine):
     image's, and its marginals (the sliced loss) the whole image's quantiles."""
     image = torch.rand(1, 3, 96, 144, generator=torch.Generator().manual_seed(0))
     acts = engine.features(image, set(STYLE_LAYERS))
-    sliced = losses.STYLE_LOSSES["sw"]
+    w2, sliced = losses.STYLE_LOSSES["w2"], losses.STYLE_LOSSES["sw"]
+    moments = tiling.tiled_described(engine.features, image, STYLE_LAYERS, 32, w2, margin=64)
     tiled = tiling.tiled_described(engine.features, image, STYLE_LAYERS, 32, sliced, margin=64)
     for name in STYLE_LAYERS:
-        whole = sliced.describe(acts[name])
-        for t, w in (
-            (tiled[name].moments.mean, whole.moments.mean),
-            (tiled[name].moments.second, whole.moments.second),
-        ):
+        whole = w2.describe(acts[name])
+        for t, w in ((moments[name].mean, whole.mean), (moments[name].second, whole.second)):
             assert torch.allclose(t, w, rtol=1e-3, atol=1e-5 * w.abs().max())
-        t, w = tiled[name].marginals.values, whole.marginals.values
+        t, w = tiled[name].values, sliced.describe(acts[name]).values
         assert t.shape == w.shape
         assert (t - w).abs().max() < 0.01 * (w[:, -1] - w[:, 0]).max()
 
@@ -118,16 +116,17 @@ def test_image_sums_after_a_change_in_one_window_are_computed_afresh(engine):
     totals are those of the changed image computed from scratch."""
     g = torch.Generator().manual_seed(1)
     image = torch.rand(1, 3, 96, 224, generator=g)
-    sums = tiling.ImageSums(engine.features, image, STYLE_LAYERS, tile=32, margin=32)
+    w2 = losses.STYLE_LOSSES["w2"]
+    sums = tiling.ImageSums(engine.features, image, STYLE_LAYERS, 32, w2, margin=32)
     before = list(sums.sums)
     window = tiling.Tile(0, 40, 0, 40)
     window.of(image).copy_(torch.rand(1, 3, 40, 40, generator=g))
     sums.update(image, window)
-    fresh = tiling.ImageSums(engine.features, image, STYLE_LAYERS, tile=32, margin=32)
+    fresh = tiling.ImageSums(engine.features, image, STYLE_LAYERS, 32, w2, margin=32)
     for name in STYLE_LAYERS:
-        got, want = sums.total()[name], fresh.total()[name]
-        assert got.count == want.count
-        assert torch.allclose(got.sums.second, want.sums.second, rtol=1e-5)
+        (got, n), (want, fresh_n) = sums.total()[name], fresh.total()[name]
+        assert n == fresh_n
+        assert torch.allclose(got.second, want.second, rtol=1e-5)
     kept = [c is b for c, b in zip(sums.sums, before, strict=True)]
     assert any(kept) and not all(kept)  # cores far from the window were not recomputed
 
@@ -274,19 +273,19 @@ def test_each_tile_is_scored_on_the_whole_image_statistics(engine, monkeypatch):
         assert abs(sum(owned) - count) <= 0.1 * count  # ...which together cover the image
 
 
-def test_tiles_under_the_sliced_loss_match_the_style_gaussian_with_the_rest(engine, monkeypatch):
-    """Marginals do not split into parts as moments do: under the sliced loss each tile's
-    style term is W2 against the style's Gaussian, with the rest of the image (SlicedLoss)."""
+def test_tiles_under_the_sliced_loss_rank_among_the_whole_image(engine, monkeypatch):
+    """Under the sliced loss each tile's style term sees the marginals of the rest of the
+    image (losses.SlicedRest), kept core by core as the tiles move it."""
     rests = []
-    w2 = losses.W2Loss.__call__
+    sliced = losses.SlicedLoss.__call__
 
     def spy(self, target, a_g, weight, rest=None):
         rests.append(rest)
-        return w2(self, target, a_g, weight, rest)
+        return sliced(self, target, a_g, weight, rest)
 
-    monkeypatch.setattr(losses.W2Loss, "__call__", spy)
+    monkeypatch.setattr(losses.SlicedLoss, "__call__", spy)
     settings = Settings(size=0, iterations=1, scales=1, tile=64, style_loss="sw")
     engine.stylize(_textured(96, 160), [style_image(64, 64)], settings)
     tiles = len(tiling.plan(96, 160, 64, tiling.overlap_for(64)))
     assert len(rests) == tiles * len(settings.style_layers)
-    assert all(isinstance(r, losses.Rest) for r in rests)
+    assert all(isinstance(r, losses.SlicedRest) for r in rests)

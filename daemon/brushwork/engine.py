@@ -213,7 +213,7 @@ def bytes_per_pixel(
     grad: bool,
     dtype: torch.dtype = torch.float32,
     history: int = LBFGS_HISTORY,
-    style_loss: str = "w2",
+    style_loss: str = "sw",
 ) -> int:
     """Peak memory per pixel of one VGG pass up to conv5_1: measured on CPU as the growth of
     peak RSS from 512 to 1024 px (bench/README.md). With `grad`: the activations kept for
@@ -224,6 +224,18 @@ def bytes_per_pixel(
     activations = 1500 if dtype == torch.bfloat16 else 2100
     sliced = 1100 if style_loss == "sw" else 0
     return activations + 2 * history * 3 * 4 + sliced
+
+
+def described_bytes(settings: Settings, side: int) -> int:
+    """What a tiled level keeps of its image per core of `side` px (tiling.ImageSums): each
+    layer's moments, or under the sliced loss its marginals (fp32)."""
+    total = 0
+    for name in {*settings.style_layers, settings.content_layer}:
+        channels = min(512, 64 << (int(name[4]) - 1))
+        positions = (side // tiling.layer_stride(name)) ** 2
+        kept = min(losses.QUANTILES, positions) if settings.style_loss == "sw" else channels + 1
+        total += 4 * channels * kept
+    return total
 
 
 def tile_for(settings: Settings, height: int, width: int, per_px: int, budget: float) -> int:
@@ -284,7 +296,11 @@ def estimate_memory(
             passes.append(min(sh, t) * min(sw, t) * no_grad)
         working = max(working, *passes)
         styles_px = sum(sh * sw for sh, sw in style_sizes)
-        fixed = max(fixed, OUTPUT_BYTES_PER_PIXEL * h * w + STYLE_BYTES_PER_PIXEL * styles_px)
+        cores = math.ceil(h / tile) * math.ceil(w / tile) if tile < max(h, w) else 0
+        described = cores * described_bytes(settings, tile)
+        fixed = max(
+            fixed, OUTPUT_BYTES_PER_PIXEL * h * w + STYLE_BYTES_PER_PIXEL * styles_px + described
+        )
     fixed += INPUT_BYTES_PER_PIXEL * inputs
     return MemoryEstimate(out, tuple(style_sizes), tile, fixed, working)
 
@@ -569,7 +585,7 @@ class _Part:
     `share`: the owned part of the content layer's positions of the whole image."""
 
     positions: dict[str, torch.Tensor]
-    rests: dict[str, losses.Rest]
+    rests: dict[str, object]  # what the style loss's rest() makes
     share: float
 
 
@@ -794,7 +810,8 @@ class _Run:
         density = self._content_density(content, tiles, x.device)
         side = max(max(t.y1 - t.y0, t.x1 - t.x0) for t in tiles)
         layers = tuple(dict.fromkeys((*self.settings.style_layers, self.settings.content_layer)))
-        image = tiling.ImageSums(self.features, canvas.pixels, layers, side, device=x.device)
+        loss = losses.STYLE_LOSSES[self.settings.style_loss]
+        image = tiling.ImageSums(self.features, canvas.pixels, layers, side, loss, device=x.device)
         rounds = max(1, min(TILE_ROUNDS, steps))
         for r in range(rounds):
             weighted: dict[str, float] = {}
@@ -821,13 +838,14 @@ class _Run:
         tile: tiling.Tile,
         index: int,
         window: torch.Tensor,
-        whole: dict[str, losses.Rest],
+        whole: dict[str, tuple[object, int]],
     ) -> _Part | None:
-        """The tile as a part of the image as the canvas stands (_Part): the `whole` image's
-        sums (tiling.ImageSums) less the owned positions'. None where the tile owns no
+        """The tile as a part of the image as the canvas stands (_Part): the `whole` image as
+        described (tiling.ImageSums) less the owned positions. None where the tile owns no
         position at some layer (tiny tiles): then its window stands for the whole image, as
         before."""
         s = self.settings
+        loss = losses.STYLE_LOSSES[s.style_loss]
         layers = tuple(whole)
         owned = tile.of(canvas.owner) == index
         with torch.no_grad():
@@ -839,10 +857,9 @@ class _Run:
                 return None
             positions[name] = i
             if name in s.style_layers:
-                mine = losses.moments(_positions(acts[name], i)) * len(i)
-                rests[name] = losses.Rest(whole[name].sums + mine * -1.0, whole[name].count)
+                rests[name] = loss.rest(*whole[name], _positions(acts[name], i))
         c = s.content_layer
-        return _Part(positions, rests, share=len(positions[c]) / whole[c].count)
+        return _Part(positions, rests, share=len(positions[c]) / whole[c][1])
 
     def _content_density(
         self, content: torch.Tensor, tiles: list[tiling.Tile], device: torch.device

@@ -154,7 +154,8 @@ def style_scale(gram_s: torch.Tensor) -> float:
 class StyleLoss(Protocol):
     """A style loss: what it needs of a style image's layer (describe), several images' worth
     blended (weights summing to 1), the target made of that once, the target's relative-error
-    scale, and the loss of G's activations (a part of the image's, with `rest`)."""
+    scale, and the loss of G's activations (a part of the image's, with `rest`: what the
+    image described as `whole` over `count` positions is without the part's, made by rest())."""
 
     describes: str
 
@@ -162,12 +163,14 @@ class StyleLoss(Protocol):
 
     def blend(self, parts: list[tuple[Any, float]]) -> Any: ...
 
+    def rest(self, whole: Any, count: int, part: torch.Tensor) -> Any: ...
+
     def target(self, described: Any) -> Any: ...
 
     def scale(self, target: Any) -> float: ...
 
     def __call__(
-        self, target: Any, a_g: torch.Tensor, weight: float, rest: Rest | None = None
+        self, target: Any, a_g: torch.Tensor, weight: float, rest: Any = None
     ) -> torch.Tensor: ...
 
 
@@ -183,6 +186,9 @@ class _MomentLoss:
 
     def blend(self, parts: list[tuple[Moments, float]]) -> Moments:
         return blend_moments(parts)
+
+    def rest(self, whole: Moments, count: int, part: torch.Tensor) -> Rest:
+        return Rest(whole * count + moments(part) * -(part.shape[-2] * part.shape[-1]), count)
 
 
 def blend_moments(parts: list[tuple[Moments, float]]) -> Moments:
@@ -323,22 +329,66 @@ class Marginals:
 
     def at(self, n: int) -> torch.Tensor:
         """(K, n) the quantiles at (i + 1/2) / n, i = 0 .. n - 1 (linear between kept ones)."""
+        return self.quantile((torch.arange(n, device=self.values.device) + 0.5) / n)
+
+    def quantile(self, levels: torch.Tensor) -> torch.Tensor:
+        """(K, m) the quantiles at levels in [0, 1], (m,) for every row or (K, m) a row each;
+        the kept values stand at (j + 1/2) / Q, linear between them."""
         q = self.values.shape[1]
-        pos = ((torch.arange(n, device=self.values.device) + 0.5) * (q / n) - 0.5).clamp(0, q - 1)
+        pos = (levels * q - 0.5).clamp(0, q - 1)
         lo = pos.floor().long()
         hi = (lo + 1).clamp(max=q - 1)
         frac = (pos - lo).to(self.values.dtype)
-        return torch.lerp(self.values[:, lo], self.values[:, hi], frac)
+        if levels.dim() == 1:
+            return torch.lerp(self.values[:, lo], self.values[:, hi], frac)
+        return torch.lerp(self.values.gather(1, lo), self.values.gather(1, hi), frac)
+
+    def levels(self, v: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
+        """(K, m) the levels of each row's (K, m) values v, given how many kept values lie
+        below each (as merging sorted rows counts them): quantile()'s inverse, 0 below the
+        least kept value and 1 above the greatest."""
+        q = self.values.shape[1]
+        if q == 1:
+            return (v > self.values).to(v.dtype)
+        hi = below.clamp(1, q - 1)
+        lo = hi - 1
+        v_lo, v_hi = self.values.gather(1, lo), self.values.gather(1, hi)
+        frac = ((v - v_lo) / (v_hi - v_lo).clamp_min(1e-12)).clamp(0, 1)
+        level = (lo + frac + 0.5) / q
+        return level.masked_fill_(v < self.values[:, :1], 0).masked_fill_(
+            v > self.values[:, -1:], 1
+        )
+
+    def without(self, count: int, part: torch.Tensor) -> Marginals:
+        """The marginals of the `count` positions these describe less a part of them, whose
+        (K, n) projections `part` are: the count below any value is the whole's less the
+        part's. Exact for a whole kept in full, within a quantile's step otherwise."""
+        # The part first: where it ties with a kept value (a whole kept in full holds the
+        # part's own values), it sorts first, and the running maximum below ends level.
+        values = torch.cat([part, self.values], dim=1)
+        order = _argsort_rows(values)
+        values, mine = values.gather(1, order), (order < part.shape[1]).to(values.dtype)
+        kept_below = (1 - mine).cumsum(1).sub_(1 - mine).long()
+        # Counts at mid-mass, as the levels are: a value held once counts half below itself.
+        below = count * self.levels(values, kept_below) - (mine.cumsum(1) - 0.5 * mine)
+        rest = count - part.shape[1]
+        cdf = below.cummax(dim=1).values.clamp_(0, rest) / rest
+        return _resampled(values, cdf, min(rest, QUANTILES))
 
     @property
     def nbytes(self) -> int:
         return self.values.numel() * self.values.element_size()
 
 
-def marginals(a: torch.Tensor) -> Marginals:
+def projections(a: torch.Tensor) -> torch.Tensor:
+    """(nC, nH nW) a layer's activations projected on directions(nC), in fp32 at least."""
     _, n_c, n_h, n_w = a.shape
     f = _at_least_fp32(a.reshape(n_c, n_h * n_w))
-    p = directions(n_c).to(f).T @ f
+    return directions(n_c).to(f).T @ f
+
+
+def marginals(a: torch.Tensor) -> Marginals:
+    p = projections(a)
     m = Marginals(p.gather(1, _argsort_rows(p)))
     return m if m.values.shape[1] <= QUANTILES else Marginals(m.at(QUANTILES))
 
@@ -346,40 +396,78 @@ def marginals(a: torch.Tensor) -> Marginals:
 def mixture(parts: list[tuple[Marginals, float]]) -> Marginals:
     """The marginals of a mixture: each part's samples weighted by its weight over its count
     (style images blended, or a large image's tiles weighted by their positions)."""
-    values = torch.cat([m.values for m, _ in parts], dim=1)
+    parts = [(m, w) for m, w in parts if w > 0]
+    if len(parts) == 1 and parts[0][0].values.shape[1] <= QUANTILES:
+        return parts[0][0]
     mass = torch.cat([torch.full((m.values.shape[1],), w / m.values.shape[1]) for m, w in parts])
-    q = min(values.shape[1], QUANTILES)
-    if len(parts) == 1 and q == values.shape[1]:
-        return Marginals(values)
+    # A few directions at a time: sorting all of many tiles' quantiles holds several copies.
+    rows = max(1, (1 << 22) // len(mass))
+    chunks = [
+        _mixed(torch.cat([m.values[i : i + rows] for m, _ in parts], dim=1), mass)
+        for i in range(0, len(parts[0][0].values), rows)
+    ]
+    return Marginals(torch.cat(chunks))
+
+
+def _mixed(values: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
     order = _argsort_rows(values)
     values = values.gather(1, order)
     mass = mass.to(values)[order]
     cdf = mass.cumsum(1) - 0.5 * mass  # each sample's mid-mass quantile level
     cdf = cdf / (cdf[:, -1:] + 0.5 * mass[:, -1:])
+    return _resampled(values, cdf, min(values.shape[1], QUANTILES)).values
+
+
+def _resampled(values: torch.Tensor, cdf: torch.Tensor, q: int) -> Marginals:
+    """Marginals of q quantiles from ascending rows of values at ascending levels cdf."""
     levels = ((torch.arange(q, device=values.device) + 0.5) / q).to(values).expand(len(values), q)
-    hi = torch.searchsorted(cdf, levels.contiguous()).clamp(1, values.shape[1] - 1)
+    # The levels are evenly spaced, so how many lie at or below each cdf value is a floor,
+    # and how many cdf values lie below each level a running count (no search).
+    at = (cdf * q + 0.5).floor_().clamp_(0, q).long()
+    hi = _counts(at, q).clamp_(1, values.shape[1] - 1)
     lo = hi - 1
     c_lo, c_hi = cdf.gather(1, lo), cdf.gather(1, hi)
     frac = ((levels - c_lo) / (c_hi - c_lo).clamp_min(1e-12)).clamp(0, 1)
     return Marginals(torch.lerp(values.gather(1, lo), values.gather(1, hi), frac))
 
 
+def _counts(at: torch.Tensor, n: int) -> torch.Tensor:
+    """(K, n): for each i < n, how many of the row's indices `at` (in 0 .. n) are at most i;
+    with `at` where one sorted row's values go among another's n, how many lie below each."""
+    c = torch.zeros(len(at), n + 1, dtype=torch.long, device=at.device)
+    return c.scatter_add_(1, at, torch.ones_like(at)).cumsum(1)[:, :n]
+
+
 def _argsort_rows(p: torch.Tensor) -> torch.Tensor:
-    """Each row's ascending order. On the host NumPy's vectorised sort, 5-10x torch's on the
-    CPUs measured (bench/README.md), its rows split over torch's threads (NumPy lets go of
-    the GIL while it sorts); torch's elsewhere."""
+    """Each row's ascending order, ties by position. On the host NumPy's vectorised sort,
+    5-10x torch's on the CPUs measured (bench/README.md), its rows split over torch's
+    threads (NumPy lets go of the GIL while it sorts); torch's elsewhere."""
     if p.device.type != "cpu":
-        return p.argsort(dim=1)
+        return p.argsort(dim=1, stable=True)
     a = p.detach().numpy()
     order = np.empty(a.shape, dtype=np.int64)
 
     def sort(rows: slice) -> None:
-        order[rows] = np.argsort(a[rows], axis=1)
+        order[rows] = (
+            _packed_argsort(a[rows]) if a.dtype == np.float32 else a[rows].argsort(1, kind="stable")
+        )
 
     n = max(1, min(torch.get_num_threads(), len(a)))
     bounds = np.linspace(0, len(a), n + 1).astype(int)
     list(_sorters(n).map(sort, [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]))
     return torch.from_numpy(order)
+
+
+def _packed_argsort(a: np.ndarray) -> np.ndarray:
+    """argsort of float32 rows as one sort of int64 keys, the float's bits made to order as
+    integers in the high half and the position in the low half: NumPy sorts int64 keys
+    1.7x faster than it argsorts floats (bench/README.md), and ties go by position."""
+    bits = a.view(np.int32)
+    key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)
+    key <<= 32
+    key |= np.arange(a.shape[1])
+    key.sort(axis=1)
+    return key & 0xFFFFFFFF
 
 
 @functools.cache
@@ -392,29 +480,23 @@ os.register_at_fork(after_in_child=_sorters.cache_clear)
 
 
 @dataclass(frozen=True)
-class Sliced:
-    """What the sliced loss needs of a style layer: its marginals, and its moments for a
-    tile, whose positions are only a part of the image's (SlicedLoss)."""
+class SlicedRest:
+    """The rest of the image while a tile is optimised, for the sliced loss: the marginals of
+    the positions the tile does not own, and the whole image's count of positions."""
 
-    moments: Moments
     marginals: Marginals
-
-    @property
-    def nbytes(self) -> int:
-        return self.moments.nbytes + self.marginals.nbytes
+    count: int
 
 
 @dataclass(frozen=True)
 class SlicedTarget:
     """The style's marginals, the directions on their device, their quantiles at each count
-    of positions asked (a pyramid level asks for one count at every step), its Gaussian for
-    tiles, and both losses' energies at G = 0, taken once rather than at every step."""
+    of positions asked (a pyramid level asks for one count at every step) and SW(S, 0), taken
+    once rather than at every step."""
 
     marginals: Marginals
     directions: torch.Tensor
-    gaussian: Gaussian
     energy: float  # SW(S, 0), the relative error's denominator
-    w2_scale: float  # W2Loss.scale(gaussian), for tiles
     _at: dict[int, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     def quantiles(self, n: int) -> torch.Tensor:
@@ -433,38 +515,32 @@ class SlicedLoss:
 
     with Q_S,k the quantile function of the style's projections on d_k. Where W2 matches a
     Gaussian (mean and covariance), this matches the whole distribution along every
-    direction: the heavy tails of a stroke texture, not only its spread. A tile's positions
-    are only part of the image's, whose marginals do not split into parts as moments do, so
-    a part (`rest` given) is matched by W2 to the image's Gaussian, weighed by its own
-    relative error."""
+    direction: the heavy tails of a stroke texture, not only its spread. A part of the image
+    (a tile, `rest` given) takes its terms of the sum: its i-th projection's rank among the
+    image's N is its rank in the part plus the rest's count below it."""
 
-    describes = "sliced"
+    describes = "marginals"
 
-    def describe(self, a: torch.Tensor) -> Sliced:
-        return Sliced(moments(a), marginals(a))
+    def describe(self, a: torch.Tensor) -> Marginals:
+        return marginals(a)
 
-    def blend(self, parts: list[tuple[Sliced, float]]) -> Sliced:
-        return Sliced(
-            blend_moments([(d.moments, w) for d, w in parts]),
-            mixture([(d.marginals, w) for d, w in parts]),
-        )
+    def blend(self, parts: list[tuple[Marginals, float]]) -> Marginals:
+        return mixture(parts)
 
-    def target(self, d: Sliced) -> SlicedTarget:
-        values = d.marginals.values
-        gaussian = _W2.target(d.moments)
-        return SlicedTarget(
-            d.marginals,
-            directions(values.shape[0]).to(values),
-            gaussian,
-            energy=float(values.pow(2).mean(1).sum()),
-            w2_scale=_W2.scale(gaussian),
-        )
+    def rest(self, whole: Marginals, count: int, part: torch.Tensor) -> SlicedRest | None:
+        """None where the part holds (about) all the image's positions: it is the image."""
+        if count <= part.shape[-2] * part.shape[-1]:
+            return None
+        return SlicedRest(whole.without(count, projections(part)), count)
+
+    def target(self, m: Marginals) -> SlicedTarget:
+        d = directions(m.values.shape[0]).to(m.values)
+        return SlicedTarget(m, d, energy=float(m.values.pow(2).mean(1).sum()))
 
     # The relative error times this: the sliced distance of a picture from the style is a
     # smaller share of SW(S, 0) than W2's of W2(S, 0), and at 5x the weight it keeps as much
     # of the subject as W2 at the default weight (harness, 8 pairs at 256 px: 25 against W2's
-    # 5 to 5.5), so one style weight gives one look with either loss, and a tile's W2 term
-    # (below) weighs as the sliced loss around it.
+    # 5 to 5.5), so one style weight gives one look with either loss.
     GAIN = 5.0
 
     def scale(self, target: SlicedTarget) -> float:
@@ -472,13 +548,13 @@ class SlicedLoss:
         return self.GAIN / max(target.energy, 1e-12)
 
     def __call__(
-        self, target: SlicedTarget, a_g: torch.Tensor, weight: float, rest: Rest | None = None
+        self,
+        target: SlicedTarget,
+        a_g: torch.Tensor,
+        weight: float,
+        rest: SlicedRest | None = None,
     ) -> torch.Tensor:
-        if rest is not None:
-            relative = target.w2_scale / self.scale(target)
-            return _W2(target.gaussian, a_g, weight * relative, rest)
-        n = a_g.shape[-2] * a_g.shape[-1]
-        return _SlicedLayerLoss.apply(a_g, target.directions, target.quantiles(n), weight)
+        return _SlicedLayerLoss.apply(a_g, target, rest, weight)
 
 
 class _SlicedLayerLoss(torch.autograd.Function):
@@ -488,19 +564,46 @@ class _SlicedLayerLoss(torch.autograd.Function):
     everywhere)."""
 
     @staticmethod
-    def forward(ctx, a_g, d, quantiles, weight):
+    def forward(ctx, a_g, target, rest, weight):
         _, n_c, n_h, n_w = a_g.shape
-        p = d.T @ _at_least_fp32(a_g.reshape(n_c, n_h * n_w))
-        r = p.sub_(torch.empty_like(p).scatter_(1, _argsort_rows(p), quantiles))
+        d, n = target.directions, n_h * n_w
+        p = d.T @ _at_least_fp32(a_g.reshape(n_c, n))
+        order = _argsort_rows(p)
+        if rest is None:
+            count, matched = n, torch.empty_like(p).scatter_(1, order, target.quantiles(n))
+        else:
+            count, matched = rest.count, _matched_part(p, order, target.marginals, rest)
+        r = p.sub_(matched)
         ctx.save_for_backward(d, r)
-        ctx.scale, ctx.shape, ctx.dtype = 2 * weight / (n_h * n_w), a_g.shape, a_g.dtype
-        return r.pow(2).sum() * (weight / (n_h * n_w))
+        ctx.scale, ctx.shape, ctx.dtype = 2 * weight / count, a_g.shape, a_g.dtype
+        return r.pow(2).sum() * (weight / count)
 
     @staticmethod
     def backward(ctx, grad):
         d, r = ctx.saved_tensors
         grad_f = (d @ r).mul_(grad * ctx.scale)
         return grad_f.to(ctx.dtype).view(ctx.shape), None, None, None
+
+
+def _matched_part(
+    p: torch.Tensor, order: torch.Tensor, style: Marginals, rest: SlicedRest
+) -> torch.Tensor:
+    """The style's quantile each of a part's projections p is sent to: at the level of its
+    rank among the whole image's, its rank in the part plus the rest's count below it. In
+    the part's sorted order, where the rest's kept values fall among the part's counts
+    them (a search of the few kept values, not of the many projections), a few rows at a
+    time: the levels and their indices would be several times p."""
+    k, n = p.shape
+    out = torch.empty_like(p)
+    rows = max(1, (1 << 20) // n)
+    for lo in range(0, k, rows):
+        i = slice(lo, min(k, lo + rows))
+        sorted_p, kept = p[i].gather(1, order[i]), Marginals(rest.marginals.values[i])
+        below = _counts(torch.searchsorted(sorted_p, kept.values, right=True), n)
+        ranks = torch.arange(n, device=p.device, dtype=p.dtype)
+        level = (ranks + (rest.count - n) * kept.levels(sorted_p, below) + 0.5) / rest.count
+        out[i].scatter_(1, order[i], Marginals(style.values[i]).quantile(level))
+    return out
 
 
 _W2 = W2Loss()
@@ -512,7 +615,7 @@ def style_loss(
     targets: dict[str, object],
     acts_g: dict[str, torch.Tensor],
     layer_weights: dict[str, float],
-    rests: dict[str, Rest] | None = None,
+    rests: dict[str, object] | None = None,
 ) -> torch.Tensor:
     """Js = sum_l lambda_l Js[l], with the style loss `kind` names (STYLE_LOSSES); `rests`:
     acts_g are a part of an image (a tile's), the rest of it per layer."""

@@ -1,12 +1,11 @@
 """Images larger than memory allows: overlapping tiles, joined without seams.
 
 Every tile is optimised against the GLOBAL style targets, and with the WHOLE image's
-statistics. The style losses compare averages over positions (losses.Moments: means and
-second moments), which add up tile by tile (`ImageSums`): a tile's loss sees the image's
-moments, the rest of the image (as it stands) plus the positions the tile owns. Matching each
-tile's own statistics to the style's asked every tile to hold the style's whole distribution:
+statistics. The style losses compare statistics over positions (moments, or the sliced
+loss's marginals), which add up tile by tile (`ImageSums`): a tile's loss sees the image's,
+the rest of the image (as it stands) with the positions the tile owns. Matching each tile's
+own statistics to the style's asked every tile to hold the style's whole distribution:
 Starry Night's moon and stars came back in every tile, the river's too (bench/README.md).
-The sliced loss's marginals do not add up so: its tiles are matched by W2 (losses.SlicedLoss).
 
 Tiles run one after another, as block coordinate descent on the whole image: raised-cosine
 ramps over the overlaps decide which tile owns (finishes) each pixel, and nothing is averaged
@@ -181,13 +180,13 @@ def layer_stride(name: str) -> int:
 
 
 class ImageSums:
-    """An image's activations per layer as sums of their moments over its positions and the
-    count of positions (losses.Rest), kept core by core. The cores partition the image in
-    multiples of 16 px, so every layer's pooling grid lines up with the whole image's; each is
-    seen with `margin` px of context so its activations are (nearly) those of the whole image,
-    and only its own are summed. After the pixels inside a window change, `update` computes
-    again only the cores whose context reaches it. Each core is moved to `device`, if given:
-    the image itself may stay on the host."""
+    """An image's activations per layer as `loss` describes them (losses.StyleLoss) and
+    their count of positions, kept core by core. The cores partition the image in multiples
+    of 16 px, so every layer's pooling grid lines up with the whole image's; each is seen with
+    `margin` px of context so its activations are (nearly) those of the whole image, and only
+    its own are described. After the pixels inside a window change, `update` computes again
+    only the cores whose context reaches it. Each core is moved to `device`, if given: the
+    image itself may stay on the host."""
 
     def __init__(
         self,
@@ -195,17 +194,18 @@ class ImageSums:
         image: torch.Tensor,
         layers: tuple[str, ...],
         tile: int,
+        loss: losses.StyleLoss,
         margin: int = 64,
         device: torch.device | None = None,
     ) -> None:
-        self.features, self.layers, self.device = features, layers, device
+        self.features, self.layers, self.loss, self.device = features, layers, loss, device
         self.margin = margin - margin % 16
         self.cores = _cores(*image.shape[-2:], tile)
         self.sums = [self._sums(image, core) for core in self.cores]
 
-    def _sums(self, image: torch.Tensor, core: Tile) -> dict[str, losses.Rest]:
+    def _sums(self, image: torch.Tensor, core: Tile) -> dict[str, tuple[object, int]]:
         acts = _core_activations(self.features, image, core, self.layers, self.margin, self.device)
-        return {n: losses.Rest(losses.moments(a) * _count(a), _count(a)) for n, a in acts.items()}
+        return {n: (self.loss.describe(a), _count(a)) for n, a in acts.items()}
 
     def update(self, image: torch.Tensor, window: Tile) -> None:
         """`image`'s pixels changed inside `window` only."""
@@ -220,15 +220,13 @@ class ImageSums:
             ):
                 self.sums[k] = self._sums(image, core)
 
-    def total(self) -> dict[str, losses.Rest]:
-        out = {}
-        for name in self.layers:
-            parts = [c[name] for c in self.sums if name in c]
-            total = parts[0].sums
-            for p in parts[1:]:
-                total = total + p.sums
-            out[name] = losses.Rest(total, sum(p.count for p in parts))
-        return out
+    def total(self) -> dict[str, tuple[object, int]]:
+        """Per layer the whole image described (the cores blended by their counts), and its
+        count of positions."""
+        return {
+            name: _blended(self.loss, [c[name] for c in self.sums if name in c])
+            for name in self.layers
+        }
 
 
 def tiled_described(
@@ -246,11 +244,13 @@ def tiled_described(
     for core in _cores(*image.shape[-2:], tile):
         for name, a in _core_activations(features, image, core, layers, margin).items():
             parts[name].append((loss.describe(a), _count(a)))
-    out = {}
-    for name, p in parts.items():
-        total = sum(n for _, n in p)
-        out[name] = loss.blend([(d, n / total) for d, n in p])
-    return out
+    return {name: _blended(loss, p)[0] for name, p in parts.items()}
+
+
+def _blended(loss: losses.StyleLoss, parts: list[tuple[object, int]]) -> tuple[object, int]:
+    """Described parts of an image as one: blended by their counts, and the total count."""
+    total = sum(n for _, n in parts)
+    return loss.blend([(d, n / total) for d, n in parts]), total
 
 
 def _cores(h: int, w: int, tile: int) -> list[Tile]:

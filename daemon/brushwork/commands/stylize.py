@@ -89,9 +89,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--style-loss",
         choices=STYLE_LOSSES,
         default=d.style_loss,
-        help="w2: match the style's feature means and covariances (2-Wasserstein); sw: its "
-        "whole feature distributions along fixed directions (sliced Wasserstein), slower; "
-        "gram: the textbook Gram matrices, faster (default %(default)s)",
+        help="sw: match the style's whole feature distributions along fixed directions "
+        "(sliced Wasserstein); w2: their means and covariances (2-Wasserstein), faster; "
+        "gram: the textbook Gram matrices, fastest (default %(default)s)",
     )
     g.add_argument(
         "--strength",
