@@ -21,7 +21,7 @@ from brushwork import weights as weights_mod
 from brushwork.errors import BrushworkError
 from brushwork.lbfgs import LBFGS
 from brushwork.settings import Settings
-from brushwork.vgg import VGGFeatures
+from brushwork.vgg import CHANNELS, VGGFeatures
 
 MIN_SIDE = 32  # below this VGG's fifth block sees a single pixel; coarser scales are dropped
 # VGG pools four times before conv5_1: a thinner image has no activations there. Thinner
@@ -231,7 +231,7 @@ def described_bytes(settings: Settings, side: int) -> int:
     layer's moments, or under the sliced loss its marginals (fp32)."""
     total = 0
     for name in {*settings.style_layers, settings.content_layer}:
-        channels = min(512, 64 << (int(name[4]) - 1))
+        channels = CHANNELS[name]
         positions = (side // tiling.layer_stride(name)) ** 2
         kept = min(losses.QUANTILES, positions) if settings.style_loss == "sw" else channels + 1
         total += 4 * channels * kept

@@ -606,8 +606,7 @@ def _matched_part(
     return out
 
 
-_W2 = W2Loss()
-STYLE_LOSSES: dict[str, StyleLoss] = {"gram": GramLoss(), "w2": _W2, "sw": SlicedLoss()}
+STYLE_LOSSES: dict[str, StyleLoss] = {"gram": GramLoss(), "w2": W2Loss(), "sw": SlicedLoss()}
 
 
 def style_loss(

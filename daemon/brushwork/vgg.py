@@ -22,6 +22,9 @@ _PREPROCESS = {
     "torchvision_v1": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0),
 }
 
+# Channels of each named layer's activations.
+CHANNELS = dict(zip(VGG16_LAYERS, (v for v in _CONFIG if v != "M"), strict=True))
+
 
 def _features() -> nn.Sequential:
     layers: list[nn.Module] = []
