@@ -45,8 +45,8 @@ IMAGE_DIRS = (HERE / "images", REPO / "examples", SHARED / "content", SHARED / "
 # 256 and 512 px; 1024 px checks that the default looks the same (a textbook run there costs
 # about ten minutes on this CPU, so it is left out).
 SWEEPS = {
-    256: ((0.0, 10.0, 30.0, 50.0, 70.0, 90.0, 100.0), (3.0, 10.0, 30.0)),
-    512: ((30.0, 50.0, 70.0), (3.0, 10.0, 30.0)),
+    256: ((0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 70.0, 90.0, 100.0), (3.0, 10.0, 30.0)),
+    512: ((35.0, 40.0, 45.0, 50.0), (3.0, 10.0, 30.0)),
     1024: ((50.0,), ()),
 }
 DEFAULT_STRENGTH = 50.0

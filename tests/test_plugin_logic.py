@@ -15,7 +15,7 @@ import pytest
 
 from brushwork.client import Client, NoDaemon
 from brushwork.errors import BrushworkError
-from brushwork.settings import CONTENT_POWER, STYLE_POWER, Settings
+from brushwork.settings import CONTENT_POWER, LOW_RATIOS, STYLE_POWER, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,13 +56,21 @@ def test_strength_50_is_the_daemon_default():
 def test_strength_0_is_content_alone_100_style_alone_and_the_ratio_grows_smoothly():
     assert DEFAULTS.at_strength(0).style_weight == 0
     assert DEFAULTS.at_strength(100).content_weight == 0
-    ratios = [s.style_weight / s.content_weight for s in map(DEFAULTS.at_strength, range(1, 100))]
-    assert ratios == sorted(ratios) and len(set(ratios)) == 99
-    # the style match saturates toward 100 (bench/README.md), so the top half of the scale
-    # spans more orders of magnitude of the ratio than the bottom half
-    r10, r50, r90 = (ratios[s - 1] for s in (10, 50, 90))
-    assert r90 / r50 > 2 * (r50 / r10)
-    assert r90 / r50 == pytest.approx(1.8**STYLE_POWER / 0.2**CONTENT_POWER)
+
+    def ratio(strength: float) -> float:
+        s = DEFAULTS.at_strength(strength)
+        return s.style_weight / s.content_weight / (DEFAULTS.style_weight / DEFAULTS.content_weight)
+
+    ratios = [ratio(s / 4) for s in range(1, 400)]
+    assert ratios == sorted(ratios) and len(set(ratios)) == len(ratios)
+    # no step where the two halves meet
+    assert ratio(50 - 1e-4) == pytest.approx(1, rel=1e-3) == ratio(50 + 1e-4)
+    # below 50 the measured points, geometric between them from 10 up, linear below 10
+    assert [ratio(s) for s in range(0, 51, 10)] == pytest.approx(LOW_RATIOS)
+    assert ratio(25) == pytest.approx((LOW_RATIOS[2] * LOW_RATIOS[3]) ** 0.5)
+    assert ratio(5) == pytest.approx(LOW_RATIOS[1] / 2)
+    # from 50 up the two powers
+    assert ratio(90) == pytest.approx(1.8**STYLE_POWER / 0.2**CONTENT_POWER)
 
 
 @pytest.mark.parametrize("strength", [-1, 100.5, float("nan")])

@@ -24,13 +24,17 @@ OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "w2", "sw")  # losses.STYLE_LOSSES; "gram" is the seed's
 MAX_SIDE = 65536
 DEFAULT_STRENGTH = 50  # Settings.at_strength: the settings as they are
-# Strength's two powers (Settings.at_strength). The first touch of style moves the picture
-# most (the palette arrives) and the style match saturates near 100, so the style weight rises
-# as a square root and the content weight falls as before: at 256 px equal steps from 10 to 100
-# then moved the harness measures within 1.8x of each other (median pair), where equal powers
-# of 1.5 gave 3.4x, 90 looking like 100 (bench/README.md, "The Strength scale").
+# Strength's two powers from 50 up (Settings.at_strength): the style match saturates near 100,
+# so the style weight rises as a square root and the content weight falls faster: from 50 to
+# 90 each 10 points move the harness measures alike within 1.4x (bench/README.md, "The
+# Strength scale").
 STYLE_POWER = 0.5
 CONTENT_POWER = 1.5
+# Below 50, the style-to-content ratio at 0, 10, ..., 50 as a share of the defaults' ratio.
+# The palette and the first strokes arrive over two decades of the ratio (0.003 to 0.3): these
+# ratios give each 10 points the same move of the harness measures on the median pair at 256
+# px, where the powers above put all of that arrival between 0 and 10 (bench/README.md).
+LOW_RATIOS = (0.0, 0.015, 0.042, 0.09, 0.24, 1.0)
 
 
 @dataclass(frozen=True)
@@ -171,17 +175,28 @@ class Settings:
     def at_strength(self, strength: float) -> Settings:
         """These settings at a Strength of 0-100 (the GIMP dialog's; 50 keeps them as they are).
 
-        With t = strength / 100 the content and style weights become a (2 (1 - t))^q and
-        b (2 t)^p (q = CONTENT_POWER, p = STYLE_POWER): 0 is content alone, 100 style alone,
-        and the style-to-content ratio spans orders of magnitude smoothly.
+        With t = strength / 100 the content weight becomes a (2 (1 - t))^q (q = CONTENT_POWER);
+        from 50 up the style weight becomes b (2 t)^p (p = STYLE_POWER), 100 the style alone.
+        Below 50 the style-to-content ratio follows LOW_RATIOS: geometric between its points
+        from 10 up, linear from 0 (the content alone) to 10.
         """
         if not 0 <= strength <= 100:
             raise ValueError(f"strength must be between 0 and 100, got {strength}")
         t = strength / 100
+        content = (2 * (1 - t)) ** CONTENT_POWER
+        style = (2 * t) ** STYLE_POWER if t >= 0.5 else content * _low_ratio(strength)
         return self.replace(
-            content_weight=self.content_weight * (2 * (1 - t)) ** CONTENT_POWER,
-            style_weight=self.style_weight * (2 * t) ** STYLE_POWER,
+            content_weight=self.content_weight * content,
+            style_weight=self.style_weight * style,
         )
+
+
+def _low_ratio(strength: float) -> float:
+    """LOW_RATIOS at a strength under 50."""
+    i = min(int(strength // 10), len(LOW_RATIOS) - 2)
+    f = strength / 10 - i
+    lo, hi = LOW_RATIOS[i], LOW_RATIOS[i + 1]
+    return lo + f * (hi - lo) if lo == 0 else lo * (hi / lo) ** f
 
 
 def _int_range(name: str, v: Any, lo: int, hi: int) -> None:
