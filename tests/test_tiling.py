@@ -289,3 +289,25 @@ def test_tiles_under_the_sliced_loss_rank_among_the_whole_image(engine, monkeypa
     tiles = len(tiling.plan(96, 160, 64, tiling.overlap_for(64)))
     assert len(rests) == tiles * len(settings.style_layers)
     assert all(isinstance(r, losses.SlicedRest) for r in rests)
+
+
+def test_a_tiled_level_runs_two_rounds_over_its_tiles_the_first_with_a_third_of_the_steps(
+    engine, monkeypatch
+):
+    """The first round's tiles see a rest not yet worked at this level and overdo their
+    strokes to make up for it; they get a third of the steps, the second round the rest."""
+    assert [engine_mod.round_steps(n) for n in (60, 3, 2, 1)] == [[20, 40], [1, 2], [2], [1]]
+    assert all(sum(engine_mod.round_steps(n)) == n for n in range(200))
+    calls = []
+    optimize = engine_mod._Run.optimize
+
+    def spy(self, x, content, targets, steps, *args, **kwargs):
+        calls.append(steps)
+        return optimize(self, x, content, targets, steps, *args, **kwargs)
+
+    monkeypatch.setattr(engine_mod._Run, "optimize", spy)
+    settings = Settings(size=0, iterations=6, scales=1, tile=64)
+    result = engine.stylize(_textured(96, 160), [style_image(64, 64)], settings)
+    tiles = len(tiling.plan(96, 160, 64, tiling.overlap_for(64)))
+    assert calls == [2] * tiles + [4] * tiles
+    assert result.iterations == 6 * tiles

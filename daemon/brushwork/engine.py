@@ -4,6 +4,7 @@ coarse to fine, with progress reports and a cancel token checked every iteration
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import time
@@ -28,10 +29,12 @@ MIN_SIDE = 32  # below this VGG's fifth block sees a single pixel; coarser scale
 # outputs (a 1x1 layer, a 1500x1 line) are optimised at this side and resized back.
 MIN_WORK_SIDE = 16
 PREVIEW_SIDE = 256
-# Tiles share the whole image's statistics, so the first tiles of a level see a rest not yet
-# worked at this level and overshoot to make up for it; a second round over the tiles, each
-# with half the steps, lets them correct each other (bench/README.md, "Tiles").
-TILE_ROUNDS = 2
+# Tiles share the whole image's statistics, so in a level's first round over the tiles each
+# tile sees a rest not yet worked at this level and overdoes its strokes to make up for it; a
+# second round lets the tiles correct each other. The level's steps are split between the
+# rounds in these parts: the first round gets a third, so there is less to overdo (evened
+# halves left Brad Pitt's first tile visibly busier; bench/README.md, "Tiles").
+TILE_ROUND_PARTS = (1, 2)
 MEMORY_FRACTION = 0.7  # of the memory a job may use, what its VGG passes get (tile budget)
 PRECISIONS = ("auto", "fp32", "bf16")
 # Style statistics kept across jobs, bounded by bytes (one style's moments at the default layers
@@ -546,6 +549,14 @@ class Engine:
         return sum(m.nbytes for stats in self._style_cache.values() for m in stats.values())
 
 
+def round_steps(steps: int) -> list[int]:
+    """A tiled level's steps per round over its tiles, split as TILE_ROUND_PARTS (rounds
+    left with no step dropped)."""
+    total = sum(TILE_ROUND_PARTS)
+    ends = [steps * sum(TILE_ROUND_PARTS[:k]) // total for k in range(len(TILE_ROUND_PARTS) + 1)]
+    return [b - a for a, b in itertools.pairwise(ends) if b > a]
+
+
 def _upscale(x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """The previous level's result at the content's size, with the content's detail that the
     smaller level could not hold added back (the difference between the content and its
@@ -803,7 +814,7 @@ class _Run:
     ) -> torch.Tensor:
         """`steps` steps per tile, in order, each from the pixels the tiles before it left and
         with their finished pixels held (tiling.Canvas), its style term on the whole image's
-        statistics (_part), in TILE_ROUNDS rounds over the tiles that share the steps; the
+        statistics (_part), in rounds over the tiles that share the steps (round_steps); the
         level's losses are the last round's, the tiles' weighted by area."""
         canvas = tiling.Canvas(x, tiles, ramp=overlap)
         content = content.cpu()
@@ -812,10 +823,9 @@ class _Run:
         layers = tuple(dict.fromkeys((*self.settings.style_layers, self.settings.content_layer)))
         loss = losses.STYLE_LOSSES[self.settings.style_loss]
         image = tiling.ImageSums(self.features, canvas.pixels, layers, side, loss, device=x.device)
-        rounds = max(1, min(TILE_ROUNDS, steps))
-        for r in range(rounds):
+        area = sum(t.area for t in tiles)
+        for n in round_steps(steps):
             weighted: dict[str, float] = {}
-            n = steps * (r + 1) // rounds - steps * r // rounds  # this round's share
             for i, tile in enumerate(tiles):
                 window = canvas.read(tile).to(x.device)
                 out = self.optimize(
@@ -828,8 +838,7 @@ class _Run:
                 image.update(canvas.pixels, tile)
                 for k, v in self.last_losses.items():
                     weighted[k] = weighted.get(k, 0.0) + v * tile.area
-        area = sum(t.area for t in tiles)
-        self.last_losses = {k: v / area for k, v in weighted.items()}
+            self.last_losses = {k: v / area for k, v in weighted.items()}
         return canvas.image().to(x.device)
 
     def _part(
