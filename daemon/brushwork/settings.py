@@ -26,8 +26,8 @@ MAX_SIDE = 65536
 DEFAULT_STRENGTH = 50  # Settings.at_strength: the settings as they are
 # Strength's two powers from 50 up (Settings.at_strength): the style match saturates near 100,
 # so the style weight rises as a square root and the content weight falls faster: from 50 to
-# 90 each 10 points move the harness measures alike within 1.4x (bench/README.md, "The
-# Strength scale").
+# 100 each 10 points move the harness measures alike within 1.4x on the median pair
+# (bench/README.md, "The Strength scale").
 STYLE_POWER = 0.5
 CONTENT_POWER = 1.5
 # Below 50, the style-to-content ratio at 0, 10, ..., 50 as a share of the defaults' ratio.
