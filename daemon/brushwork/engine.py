@@ -299,7 +299,7 @@ def estimate_memory(
             passes.append(min(sh, t) * min(sw, t) * no_grad)
         working = max(working, *passes)
         styles_px = sum(sh * sw for sh, sw in style_sizes)
-        cores = math.ceil(h / tile) * math.ceil(w / tile) if tile < max(h, w) else 0
+        cores = len(tiling.cores(h, w, tile)) if tile < max(h, w) else 0
         described = cores * described_bytes(settings, tile)
         fixed = max(
             fixed, OUTPUT_BYTES_PER_PIXEL * h * w + STYLE_BYTES_PER_PIXEL * styles_px + described

@@ -200,7 +200,7 @@ class ImageSums:
     ) -> None:
         self.features, self.layers, self.loss, self.device = features, layers, loss, device
         self.margin = margin - margin % 16
-        self.cores = _cores(*image.shape[-2:], tile)
+        self.cores = cores(*image.shape[-2:], tile)
         self.sums = [self._sums(image, core) for core in self.cores]
 
     def _sums(self, image: torch.Tensor, core: Tile) -> dict[str, tuple[object, int]]:
@@ -241,7 +241,7 @@ def tiled_described(
     each core's own positions described, blended by their share of the image's positions."""
     margin -= margin % 16
     parts: dict[str, list[tuple[object, int]]] = {n: [] for n in layers}
-    for core in _cores(*image.shape[-2:], tile):
+    for core in cores(*image.shape[-2:], tile):
         for name, a in _core_activations(features, image, core, layers, margin).items():
             parts[name].append((loss.describe(a), _count(a)))
     return {name: _blended(loss, p)[0] for name, p in parts.items()}
@@ -253,7 +253,7 @@ def _blended(loss: losses.StyleLoss, parts: list[tuple[object, int]]) -> tuple[o
     return loss.blend([(d, n / total) for d, n in parts]), total
 
 
-def _cores(h: int, w: int, tile: int) -> list[Tile]:
+def cores(h: int, w: int, tile: int) -> list[Tile]:
     """A partition of an (h, w) image in squares of `tile` px, a multiple of 16, so that every
     layer's pooling grid lines up with the whole image's."""
     tile = max(16, tile - tile % 16)
