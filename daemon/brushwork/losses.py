@@ -596,11 +596,11 @@ def _matched_part(
     k, n = p.shape
     out = torch.empty_like(p)
     rows = max(1, (1 << 20) // n)
+    ranks = torch.arange(n, device=p.device, dtype=p.dtype)
     for lo in range(0, k, rows):
         i = slice(lo, min(k, lo + rows))
         sorted_p, kept = p[i].gather(1, order[i]), Marginals(rest.marginals.values[i])
         below = _counts(torch.searchsorted(sorted_p, kept.values, right=True), n)
-        ranks = torch.arange(n, device=p.device, dtype=p.dtype)
         level = (ranks + (rest.count - n) * kept.levels(sorted_p, below) + 0.5) / rest.count
         out[i].scatter_(1, order[i], Marginals(style.values[i]).quantile(level))
     return out

@@ -193,7 +193,7 @@ class Settings:
 
 def _low_ratio(strength: float) -> float:
     """LOW_RATIOS at a strength under 50."""
-    i = min(int(strength // 10), len(LOW_RATIOS) - 2)
+    i = int(strength // 10)
     f = strength / 10 - i
     lo, hi = LOW_RATIOS[i], LOW_RATIOS[i + 1]
     return lo + f * (hi - lo) if lo == 0 else lo * (hi / lo) ** f
