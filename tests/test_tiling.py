@@ -131,6 +131,19 @@ def test_image_sums_after_a_change_in_one_window_are_computed_afresh(engine):
     assert any(kept) and not all(kept)  # cores far from the window were not recomputed
 
 
+def test_layer_positions_count_what_vgg_and_the_cores_hold(engine):
+    """A tile's share of the content term is its positions over the whole image's, counted
+    without running the content layer over the image: every pooling floors, and the cores
+    (a 16 px grid, the last row and column short) hold exactly that many."""
+    layers = ("conv1_2", "conv2_2", "conv3_3", "conv4_2", "conv5_1")
+    image = torch.rand(1, 3, 99, 141, generator=torch.Generator().manual_seed(2))
+    acts = engine.features(image, set(layers))
+    sums = tiling.ImageSums(engine.features, image, layers, 48, losses.STYLE_LOSSES["w2"])
+    for name in layers:
+        n = tiling.layer_positions(name, 99, 141)
+        assert n == acts[name].shape[-2] * acts[name].shape[-1] == sums.total()[name][1]
+
+
 def _textured(h: int, w: int) -> np.ndarray:
     """Smooth colour ramps under fine noise: gradients everywhere, no structure at tile edges."""
     rng = np.random.default_rng(1)

@@ -233,7 +233,7 @@ def described_bytes(settings: Settings, side: int) -> int:
     """What a tiled level keeps of its image per core of `side` px (tiling.ImageSums): each
     layer's moments, or under the sliced loss its marginals (fp32)."""
     total = 0
-    for name in {*settings.style_layers, settings.content_layer}:
+    for name in settings.style_layers:
         channels = CHANNELS[name]
         positions = (side // tiling.layer_stride(name)) ** 2
         kept = min(losses.QUANTILES, positions) if settings.style_loss == "sw" else channels + 1
@@ -820,7 +820,7 @@ class _Run:
         content = content.cpu()
         density = self._content_density(content, tiles, x.device)
         side = max(max(t.y1 - t.y0, t.x1 - t.x0) for t in tiles)
-        layers = tuple(dict.fromkeys((*self.settings.style_layers, self.settings.content_layer)))
+        layers = self.settings.style_layers
         loss = losses.STYLE_LOSSES[self.settings.style_loss]
         image = tiling.ImageSums(self.features, canvas.pixels, layers, side, loss, device=x.device)
         area = sum(t.area for t in tiles)
@@ -855,7 +855,7 @@ class _Run:
         before."""
         s = self.settings
         loss = losses.STYLE_LOSSES[s.style_loss]
-        layers = tuple(whole)
+        layers = tuple(dict.fromkeys((*whole, s.content_layer)))
         owned = tile.of(canvas.owner) == index
         with torch.no_grad():
             acts = self.features(window, set(layers))
@@ -865,10 +865,11 @@ class _Run:
             if not len(i):
                 return None
             positions[name] = i
-            if name in s.style_layers:
+            if name in whole:
                 rests[name] = loss.rest(*whole[name], _positions(acts[name], i))
         c = s.content_layer
-        return _Part(positions, rests, share=len(positions[c]) / whole[c][1])
+        share = len(positions[c]) / tiling.layer_positions(c, *canvas.pixels.shape[-2:])
+        return _Part(positions, rests, share=share)
 
     def _content_density(
         self, content: torch.Tensor, tiles: list[tiling.Tile], device: torch.device

@@ -302,6 +302,12 @@ def _count(a: torch.Tensor) -> int:
     return a.shape[-2] * a.shape[-1]
 
 
+def layer_positions(name: str, h: int, w: int) -> int:
+    """Positions of a VGG16 layer over an (h, w) image: each pooling floors."""
+    s = layer_stride(name)
+    return (h // s) * (w // s)
+
+
 def owned_positions(owned: torch.Tensor, name: str, shape: tuple[int, int]) -> torch.Tensor:
     """Flat indices into a layer's (h, w) activations over a window: the positions whose
     stride cell's centre pixel `owned` (the window's (H, W) bool mask) marks."""
