@@ -293,13 +293,17 @@ def test_a_part_under_the_sliced_loss_takes_its_share_of_the_whole_images():
 
 def test_host_sort_orders_float32_rows_of_any_sign():
     """The host sorts float32 rows as int64 keys made from the floats' bits: negative,
-    positive, zero of either sign and ties come out in ascending order."""
+    positive, zero of either sign and ties come out in ascending order, and rows of ascending
+    runs (blended quantiles) merge to the same order."""
     g = torch.Generator().manual_seed(0)
     p = torch.randn(5, 300, generator=g) * torch.tensor([1e-30, 1e-3, 1.0, 1e3, 1e30])[:, None]
     p[:, :40] = torch.tensor([0.0, -0.0, 2.5, -2.5]).repeat(10)
-    order = losses._argsort_rows(p)
-    assert torch.equal(order.sort(dim=1).values, torch.arange(300).expand(5, -1))
-    assert torch.equal(p.gather(1, order), p.sort(dim=1).values)
+    runs = torch.cat([p[:, :150].sort(dim=1).values, p[:, 150:].sort(dim=1).values], dim=1)
+    for rows in (p, runs):  # the merge of ascending runs gives the same order
+        order = losses._argsort_rows(rows)
+        assert torch.equal(order.sort(dim=1).values, torch.arange(300).expand(5, -1))
+        assert torch.equal(rows.gather(1, order), rows.sort(dim=1).values)
+        assert torch.equal(losses._argsort_rows(rows, runs=True), order)
 
 
 def test_a_forked_child_sorts_with_its_own_threads():
