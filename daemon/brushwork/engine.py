@@ -231,7 +231,7 @@ def bytes_per_pixel(
 
 def described_bytes(settings: Settings, side: int) -> int:
     """What a tiled level keeps of its image per core of `side` px (tiling.ImageSums): each
-    layer's moments, or under the sliced loss its marginals (fp32)."""
+    style layer's moments, or under the sliced loss its marginals (fp32)."""
     total = 0
     for name in settings.style_layers:
         channels = CHANNELS[name]
