@@ -235,7 +235,7 @@ def described_bytes(settings: Settings, side: int) -> int:
     total = 0
     for name in settings.style_layers:
         channels = CHANNELS[name]
-        positions = (side // tiling.layer_stride(name)) ** 2
+        positions = tiling.layer_positions(name, side, side)
         kept = min(losses.QUANTILES, positions) if settings.style_loss == "sw" else channels + 1
         total += 4 * channels * kept
     return total
