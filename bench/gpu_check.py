@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brushwork.engine import Engine, output_size
+from brushwork.engine import Engine
+from brushwork.scales import output_size
 from brushwork.settings import Settings
 from evaluate import loss_terms
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from brushwork import engine, lbfgs
+from brushwork import engine, lbfgs, optimize
 from brushwork.settings import Settings
 from brushwork.vgg import VGGFeatures, random_state_dict
 
@@ -60,8 +60,8 @@ def count(precision: str) -> dict[str, tuple[float, float]]:
 
     lbfgs.LBFGS.step = in_phase("L-BFGS step", step)
     torch.Tensor.backward = in_phase("backward", backward)
-    original = engine._Run.run_steps
-    engine._Run.run_steps = run_steps
+    original = optimize.Run.run_steps
+    optimize.Run.run_steps = run_steps
     try:
         model = VGGFeatures(random_state_dict(), "caffe")
         e = engine.Engine(model=model, device="cpu", precision=precision)
@@ -69,7 +69,7 @@ def count(precision: str) -> dict[str, tuple[float, float]]:
         e.stylize(image, [image], Settings(size=48, scales=1, iterations=COUNTED + 3))
     finally:
         lbfgs.LBFGS.step, torch.Tensor.backward = step, backward
-        engine._Run.run_steps = original
+        optimize.Run.run_steps = original
     phases = ("forward", "backward", "L-BFGS step")
     return {
         p: (counter.ops[(p, False)] / COUNTED, counter.ops[(p, True)] / COUNTED) for p in phases

@@ -82,7 +82,8 @@ def _sync(device) -> None:
 def run_brushwork(job: dict) -> dict:
     import torch
 
-    from brushwork.engine import Engine, pyramid, split_iterations
+    from brushwork.engine import Engine
+    from brushwork.scales import pyramid, split_iterations
     from brushwork.settings import Settings
     from evaluate import loss_terms, reference_model
 
@@ -244,7 +245,7 @@ def main() -> int:
 
     import torch
 
-    from brushwork.engine import LBFGS_HISTORY
+    from brushwork.lbfgs import HISTORY as LBFGS_HISTORY
     from brushwork.settings import Settings
 
     iterations = {} if args.iterations is None else {"iterations": args.iterations}

@@ -53,7 +53,7 @@ from PIL import Image, ImageDraw
 import evaluate
 import measures
 from brushwork import engine as engine_mod
-from brushwork import images, tiling
+from brushwork import images, scales, tiling
 from brushwork.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -110,7 +110,7 @@ def lines(settings: Settings, height: int, width: int) -> tuple[dict, dict]:
     level of the pyramid each handover line comes from. Handover lines and window edges are
     taken at every tiled level as the engine plans them, scaled to the output."""
     handover, edge, level = [set(), set()], [set(), set()], {}
-    for h, w in engine_mod.pyramid(height, width, settings):
+    for h, w in scales.pyramid(height, width, settings):
         tile = min(settings.tile, max(h, w))
         overlap = tiling.overlap_for(tile)
         plan = tiling.plan(h, w, tile, overlap)
@@ -158,7 +158,7 @@ def _score(model, content: np.ndarray, style: np.ndarray, out: np.ndarray, s: Se
     """evaluate.loss_terms' total, the content and style resized as the engine's output level
     sees them."""
     h, w = out.shape[:2]
-    sh, sw = engine_mod.output_size(*style.shape[:2], round(max(h, w) * s.style_scale))
+    sh, sw = scales.output_size(*style.shape[:2], round(max(h, w) * s.style_scale))
 
     def tensor(a: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()

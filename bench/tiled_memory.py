@@ -16,7 +16,8 @@ BUDGET = 1.0e9
 
 def one(size: int) -> None:
     from brushwork import images
-    from brushwork.engine import Engine, available_memory
+    from brushwork.budget import available_memory
+    from brushwork.engine import Engine
     from brushwork.settings import Settings
 
     engine = Engine(device="cpu")

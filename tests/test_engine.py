@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from brushwork import budget, optimize
 from brushwork import engine as engine_module
-from brushwork.engine import (
-    Cancelled,
-    _resize,
-    _upscale,
-    output_size,
-    pick_precision,
-    scale_sizes,
-    split_iterations,
-)
+from brushwork.engine import Cancelled, pick_precision
 from brushwork.errors import BrushworkError
+from brushwork.scales import output_size, resize, scale_sizes, split_iterations, upscale
 from brushwork.settings import STYLE_LOSSES, Settings
 from brushwork.vgg import VGGFeatures, random_state_dict
 from engine_helpers import content_image, random_engine, style_image
@@ -147,7 +141,9 @@ def test_progress_says_the_scale_and_step_and_times_what_is_left(engine, monkeyp
     cost = [0.010 + 1e-6 * px for px in [coarse] * 6 + [fine] * 3]
     done = list(itertools.accumulate(cost))  # the clock at each report
     clock = itertools.chain([0.0], done, itertools.repeat(done[-1]))
-    monkeypatch.setattr(engine_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    fake = SimpleNamespace(perf_counter=lambda: next(clock))
+    monkeypatch.setattr(engine_module, "time", fake)  # the job's start
+    monkeypatch.setattr(optimize, "time", fake)  # each report
     seen = []
     engine.stylize(content_image(), [style_image()], settings, progress=seen.append)
     assert [(p.level, p.levels, p.step, p.steps) for p in seen] == [
@@ -367,9 +363,9 @@ def test_finer_level_starts_with_the_content_detail_back():
     """Upscaling the content's own small copy gives the content again: the detail a coarse
     level cannot hold is added back, so the fine level's content term starts low."""
     content = torch.from_numpy(content_image(48, 64)).permute(2, 0, 1)[None].float() / 255
-    small = _resize(content, (24, 32))  # as the engine makes its coarse levels
-    assert torch.allclose(_upscale(small, content), content, atol=1e-5)
-    assert not torch.allclose(_resize(small, (48, 64)), content, atol=1e-2)  # plain upscale
+    small = resize(content, (24, 32))  # as the engine makes its coarse levels
+    assert torch.allclose(upscale(small, content), content, atol=1e-5)
+    assert not torch.allclose(resize(small, (48, 64)), content, atol=1e-2)  # plain upscale
 
 
 @pytest.mark.parametrize(
@@ -387,7 +383,6 @@ def test_degenerate_sizes_are_stylized_and_come_back_at_their_size(engine, shape
 
 
 def test_the_estimate_counts_the_resized_style_and_the_engines_own_tiles(engine):
-    import brushwork.engine as engine_module
 
     # A wide strip at its own size: the 64x64 style grows to the output's long side.
     settings = Settings(size=0, iterations=2, scales=1)
@@ -411,8 +406,8 @@ def test_the_estimate_counts_the_resized_style_and_the_engines_own_tiles(engine)
         few = engine.estimate((1024, 1024), [(64, 64)], tiled.replace(tile=512)).fixed
         many = engine.estimate((1024, 1024), [(64, 64)], tiled).fixed
         per_core = (
-            engine_module.described_bytes(tiled, 256),
-            engine_module.described_bytes(tiled, 512),
+            budget.described_bytes(tiled, 256),
+            budget.described_bytes(tiled, 512),
         )
         assert many - few == 16 * per_core[0] - 4 * per_core[1] > 0
 

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from brushwork import engine as engine_mod
-from brushwork import losses, tiling
+from brushwork import losses, optimize, tiling
 from brushwork.engine import Engine
 from brushwork.settings import Settings
 from engine_helpers import content_image, random_engine, style_image
@@ -79,7 +78,7 @@ def test_a_step_scale_of_zero_holds_pixels_bit_for_bit():
     free = torch.ones(1, 1, 8, 12)
     free[..., :4] = 0
     free[..., 4:8] = 0.25
-    pixels = engine_mod._Scaled(x0, free)
+    pixels = optimize._Scaled(x0, free)
     assert torch.equal(pixels.pixels(), x0)
     with torch.no_grad():
         pixels.leaf += 0.4 * torch.randn(x0.shape, generator=gen)
@@ -309,16 +308,16 @@ def test_a_tiled_level_runs_two_rounds_over_its_tiles_the_first_with_a_third_of_
 ):
     """The first round's tiles see a rest not yet worked at this level and overdo their
     strokes to make up for it; they get a third of the steps, the second round the rest."""
-    assert [engine_mod.round_steps(n) for n in (60, 3, 2, 1)] == [[20, 40], [1, 2], [2], [1]]
-    assert all(sum(engine_mod.round_steps(n)) == n for n in range(200))
+    assert [optimize.round_steps(n) for n in (60, 3, 2, 1)] == [[20, 40], [1, 2], [2], [1]]
+    assert all(sum(optimize.round_steps(n)) == n for n in range(200))
     calls = []
-    optimize = engine_mod._Run.optimize
+    original = optimize.Run.optimize
 
     def spy(self, x, content, targets, steps, *args, **kwargs):
         calls.append(steps)
-        return optimize(self, x, content, targets, steps, *args, **kwargs)
+        return original(self, x, content, targets, steps, *args, **kwargs)
 
-    monkeypatch.setattr(engine_mod._Run, "optimize", spy)
+    monkeypatch.setattr(optimize.Run, "optimize", spy)
     settings = Settings(size=0, iterations=6, scales=1, tile=64)
     result = engine.stylize(_textured(96, 160), [style_image(64, 64)], settings)
     tiles = len(tiling.plan(96, 160, 64, tiling.overlap_for(64)))

@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 
 _CURVATURE_EPS = 1e-10
+# Curvature pairs kept; a pyramid level (or tile) starts a fresh history.
+HISTORY = 50
 
 
 class LBFGS:

@@ -2,9 +2,9 @@
 
 server.py gives the pool the job queue and an `emit` callback and never learns what runs the
 jobs: one Engine in this process (`LocalPool`), or Ray actors on a cluster (`ray_pool.py`,
-imported only for `serve --ray`). Every worker has a thread that takes jobs from the queue
-in arrival order, runs each to its outcome and emits its events, so N workers run N jobs at
-once. `emit` is called on those threads; it must be thread-safe.
+which server.create_pool imports only for `serve --ray`). Every worker has a thread that
+takes jobs from the queue in arrival order, runs each to its outcome and emits its events, so
+N workers run N jobs at once. `emit` is called on those threads; it must be thread-safe.
 """
 
 from __future__ import annotations
@@ -21,18 +21,11 @@ from typing import Any
 import torch
 
 from brushwork import protocol
-from brushwork.engine import (
-    MEMORY_FRACTION,
-    Engine,
-    MemoryEstimate,
-    Size,
-    device_memory,
-    estimate_memory,
-    pick_device,
-)
-from brushwork.errors import BrushworkError
+from brushwork.budget import MEMORY_FRACTION, MemoryEstimate, device_memory, estimate_memory
+from brushwork.engine import Engine, pick_device
 from brushwork.jobs import Job, JobQueue, job_error
 from brushwork.protocol import ErrorReply, Message, ResultReply
+from brushwork.scales import Size
 from brushwork.settings import Settings
 from brushwork.weights import resolve_path
 from brushwork.worker import one_line, run_job
@@ -185,31 +178,3 @@ class LocalPool(Pool):
         assert self._engine is not None and job.request is not None, "load() first"
         queued = (job.started or job.submitted) - job.submitted
         return run_job(self._engine, job.request, emit, job.cancel, queued)
-
-
-def create(
-    device: str = "auto",
-    weights: str | os.PathLike[str] | None = None,
-    ray: str | None = None,
-    workers: int | None = None,
-) -> Pool:
-    """The pool `brushwork serve` asked for: Ray actors on the cluster at `ray` ("auto": a
-    local one), `workers` of them (default: one per GPU, else one per node), else one
-    Engine in this process. Ray is imported only here, only when asked for."""
-    if ray is None:
-        return LocalPool(device, weights)
-    if ray == "auto":
-        # Ray's own switch for a one-machine cluster, read when Ray is imported (here, and in
-        # every Ray process, which inherit it): every Ray process binds loopback only.
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        from brushwork.ray_pool import RayPool
-    except ModuleNotFoundError as e:
-        if e.name != "ray":
-            raise
-        raise BrushworkError(
-            '--ray needs Ray, an optional extra: pip install "brushwork[ray]"'
-        ) from None
-
-    return RayPool(ray, workers, device, weights)

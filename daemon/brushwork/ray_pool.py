@@ -39,7 +39,8 @@ import ray.util
 import torch
 
 from brushwork import protocol
-from brushwork.engine import Engine, device_memory
+from brushwork.budget import device_memory
+from brushwork.engine import Engine
 from brushwork.errors import BrushworkError
 from brushwork.jobs import Cancel, Job, job_error
 from brushwork.pool import Outcome, Pool

@@ -58,17 +58,17 @@ def fit_inputs(
     the output size, each style at the size the finest level resizes it to (the engine's
     own sizes; float32 where resized, alpha kept). A 24 Mpx photo sent for a 512 px result
     would be refused as too large, and cost its upload for nothing."""
-    from brushwork import engine, images
+    from brushwork import images, scales
 
-    out = engine.output_size(*content.shape[:2], settings.size)
-    finest = engine.pyramid(*out, settings)[-1]
+    out = scales.output_size(*content.shape[:2], settings.size)
+    finest = scales.pyramid(*out, settings)[-1]
 
     def fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if size[0] * size[1] >= image.shape[0] * image.shape[1]:
             return image
-        return engine.resized(images.to_float(image), size)
+        return scales.resized(images.to_float(image), size)
 
-    fitted_styles = [fit(s, engine.style_size(s.shape[:2], finest, settings)) for s in styles]
+    fitted_styles = [fit(s, scales.style_size(s.shape[:2], finest, settings)) for s in styles]
     return fit(content, out), fitted_styles, None if init is None else fit(init, out)
 
 

@@ -26,10 +26,9 @@ from urllib.parse import urlsplit
 import zmq
 
 from brushwork import __version__, curve, protocol
-from brushwork import pool as pools
 from brushwork.errors import BrushworkError
 from brushwork.jobs import Caller, Job, JobQueue, Peer, QueueFull, fingerprint, job_error
-from brushwork.pool import Pool
+from brushwork.pool import LocalPool, Pool
 from brushwork.protocol import (
     AcceptedReply,
     CancelRequest,
@@ -99,6 +98,34 @@ def default_max_pixels(memory: int) -> int:
     return min(memory // BYTES_PER_PIXEL, MAX_PIXELS_CAP)
 
 
+def create_pool(
+    device: str = "auto",
+    weights: str | os.PathLike[str] | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
+) -> Pool:
+    """The pool `brushwork serve` asked for: Ray actors on the cluster at `ray` ("auto": a
+    local one), `workers` of them (default: one per GPU, else one per node), else one
+    Engine in this process. Ray is imported only here, only when asked for."""
+    if ray is None:
+        return LocalPool(device, weights)
+    if ray == "auto":
+        # Ray's own switch for a one-machine cluster, read when Ray is imported (here, and in
+        # every Ray process, which inherit it): every Ray process binds loopback only.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        from brushwork.ray_pool import RayPool
+    except ModuleNotFoundError as e:
+        if e.name != "ray":
+            raise
+        raise BrushworkError(
+            '--ray needs Ray, an optional extra: pip install "brushwork[ray]"'
+        ) from None
+
+    return RayPool(ray, workers, device, weights)
+
+
 def build(
     binds: list[str],
     device: str = "auto",
@@ -115,9 +142,9 @@ def build(
 ) -> tuple[Server, Pool]:
     """Make the pool, bind (failing fast on a busy port or missing keys), then load the model.
     A Ray pool starts its actors first: the pixel limit comes from their memory, and a
-    ZeroMQ listener takes its frame limit when it binds. `ray`, `workers`: see pool.create.
+    ZeroMQ listener takes its frame limit when it binds. `ray`, `workers`: see create_pool.
     max_job_bytes defaults to the device's memory: its tile budget then covers the rest."""
-    pool = pools.create(device, weights, ray, workers)
+    pool = create_pool(device, weights, ray, workers)
     try:
         total = pool.memory()[0]
         limits = Limits(

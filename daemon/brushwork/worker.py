@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from brushwork import pixels, protocol
-from brushwork.engine import Cancelled, Engine, Progress, output_size
+from brushwork.engine import Cancelled, Engine, Progress
 from brushwork.errors import BrushworkError
 from brushwork.jobs import Cancel, job_error
 from brushwork.protocol import (
@@ -24,6 +24,7 @@ from brushwork.protocol import (
     ResultReply,
     SubmitRequest,
 )
+from brushwork.scales import output_size
 
 log = logging.getLogger("brushwork.server")
 GPU_PROGRESS_EVERY = 10

@@ -220,9 +220,9 @@ def check_output_arguments(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from brushwork import images
     from brushwork.client import new_job_id
-    from brushwork.engine import output_size
     from brushwork.protocol import new_token
     from brushwork.report import ProgressDisplay
+    from brushwork.scales import output_size
 
     settings = settings_from_args(args, len(args.styles))
     check_output_arguments(args)
