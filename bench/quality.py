@@ -5,10 +5,11 @@ several sizes and strengths, scored by two measures that neither optimises (meas
     PYTHONPATH=daemon .venv/bin/python bench/quality.py --sizes 256 --pairs astronaut-starry
 
 Every output is kept under out/quality/<tag>/ with its time; a run that is already there is
-not redone (the textbook runs never change, so they are computed once). Writes
-bench/results/quality-<date>.md (the table), bench/results/quality-<date>/<pair>.png (one
-contact sheet per pair) and bench/results/quality-<date>/frontier-<size>.png (content kept
-against style match per pair, Brushwork's strength sweep against the textbook's weights).
+not redone (the textbook runs never change, so they are computed once). Writes the tables to
+bench/results/quality-<date>.md and every output's measures to bench/results/quality-<date>.json;
+the pictures go to out/quality-<date>/, not into git: <pair>.png (one contact sheet per pair)
+and frontier-<size>.png (content kept against style match per pair, Brushwork's strength sweep
+against the textbook's weights).
 
 The textbook run is bench/naive.py set up as a plain Gatys et al. run: VGG16, content at
 relu3_3, style at relu1_2, relu2_2, relu3_3, relu4_3 (equal weights), one scale, content
@@ -451,7 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cached-only", action="store_true",
                    help="no runs: report on the outputs already made")  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "out" / "quality")
-    p.add_argument("--report", type=Path, help="default: bench/results/quality-DATE")
+    p.add_argument("--report", type=Path, help="the tables' path less .md and .json; "
+                   "default: bench/results/quality-DATE")  # fmt: skip
+    p.add_argument("--sheets", type=Path, help="contact sheets and plots; default: "
+                   "out/<the report's name>")  # fmt: skip
     args = p.parse_args(argv)
 
     overrides = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
@@ -460,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else None
     if args.compare:
         tags = args.compare.split(",")
-        path = args.report or Path(f"/tmp/compare-{'-'.join(tags)}")
+        path = args.sheets or REPO / "out" / f"compare-{'-'.join(tags)}"
         strength = strengths[0] if strengths else DEFAULT_STRENGTH
         rows = compare_sheet(tags, pairs, sizes[0], strength, args.out, path / "sheet.png")
         for tag in tags:
@@ -474,16 +478,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = collect(runner, pairs, sizes, strengths, args.methods.split(","), weights)
 
     report = args.report or HERE / "results" / f"quality-{datetime.date.today()}"
-    report.mkdir(parents=True, exist_ok=True)
+    sheets = args.sheets or REPO / "out" / report.name
     for pair in pairs:
-        contact_sheet(pair, rows, report / f"{pair.name}.png")
+        contact_sheet(pair, rows, sheets / f"{pair.name}.png")
     for size in sorted({r["size"] for r in rows}):
-        frontier_plot(rows, size, report / f"frontier-{size}.png")
+        frontier_plot(rows, size, sheets / f"frontier-{size}.png")
+    report.parent.mkdir(parents=True, exist_ok=True)
     text = f"# Quality: {args.tag}, {datetime.date.today()}\n\nBrushwork overrides: {overrides}\n\n"
-    (report.with_suffix(".md")).write_text(text + summary(rows) + "\n\n" + table(rows) + "\n")
+    report.with_suffix(".md").write_text(text + summary(rows) + "\n\n" + table(rows) + "\n")
     relative = [{**r, "image": str(Path(r["image"]).relative_to(args.out))} for r in rows]
-    (report / "rows.json").write_text(json.dumps(relative, indent=1))
+    report.with_suffix(".json").write_text(json.dumps(relative, indent=1))
     print(summary(rows))
+    print(f"tables: {report}.md, .json; sheets and plots: {sheets}/")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ Also the loss of both outputs, scored alike in fp32 (evaluate.loss_terms, the st
 output's size), the quality harness's content kept and style match (measures.py: what the
 pictures show, which no loss here minimises), and the time of both runs.
 
-    PYTHONPATH=daemon .venv/bin/python bench/seams.py              # all jobs; writes results/
+    PYTHONPATH=daemon .venv/bin/python bench/seams.py     # all jobs; tables to bench/results/
 
 Before and after a change to the tiled path: run the old code with --look, then the new one
 with --before pointing there; the table then has both tiled runs against the untiled one, and
@@ -31,9 +31,10 @@ the crop shows all three:
     PYTHONPATH=daemon .venv/bin/python bench/seams.py --jobs 0 --look /tmp/new-look \\
         --before /tmp/old-look
 
---look DIR writes the outputs, their times and losses, and a 2x crop (tiled | untiled; with
---before, tiled before | tiled | untiled) around the first crossing of handover lines at the
-output level, to look at. Writes bench/results/seams-cpu-<date>.md.
+--look DIR (default out/seams-cpu-<date>, not in git) gets the outputs, their times and losses,
+and a 2x crop (tiled | untiled; with --before, tiled before | tiled | untiled) around the first
+crossing of handover lines at the output level, to look at. The table goes to --out
+(default bench/results/seams-cpu-<date>.md).
 """
 
 from __future__ import annotations
@@ -227,12 +228,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", default=",".join(str(i) for i in range(len(JOBS))))
     parser.add_argument("--iterations", type=int, default=60)
-    parser.add_argument("--look", type=Path, help="write outputs, timings and 2x crops here")
+    parser.add_argument(
+        "--look", type=Path, help="outputs, timings and 2x crops; default: out/seams-cpu-DATE"
+    )
     parser.add_argument(
         "--before", type=Path, help="a --look DIR of another version: its tiled runs join in"
     )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
+    date = datetime.date.today().isoformat()
+    args.look = args.look or REPO / "out" / f"seams-cpu-{date}"
     engine = engine_mod.Engine(device="cpu")
     model = evaluate.reference_model(None, torch.device("cpu"))
     tiled = ["before", "tiled"] if args.before else ["tiled"]
@@ -273,17 +278,15 @@ def main() -> None:
             )
             where = f"{('row', 'column')[axis]} {k}"
             detail.append(f"| {label} | {where} | {level[axis, k]} | {ratios} |")
-        if args.look:
-            args.look.mkdir(parents=True, exist_ok=True)
-            for name, run in runs.items():
-                images.save(args.look / f"{index}-{name}.png", run["image"])
-            numbers = {n: {"time": r["time"], "loss": r["loss"]} for n, r in runs.items()}
-            (args.look / f"{index}.json").write_text(json.dumps(numbers, indent=1))
-            crossing = _crossing(groups["handover"], level, h, w)
-            panels = {LABELS[n]: runs[n]["image"] for n in shown}
-            _crop(panels, crossing, args.look / f"{index}-crop-2x.png")
+        args.look.mkdir(parents=True, exist_ok=True)
+        for name, run in runs.items():
+            images.save(args.look / f"{index}-{name}.png", run["image"])
+        numbers = {n: {"time": r["time"], "loss": r["loss"]} for n, r in runs.items()}
+        (args.look / f"{index}.json").write_text(json.dumps(numbers, indent=1))
+        crossing = _crossing(groups["handover"], level, h, w)
+        panels = {LABELS[n]: runs[n]["image"] for n in shown}
+        _crop(panels, crossing, args.look / f"{index}-crop-2x.png")
     line_columns = ["job", "line", "level", *(f"{LABELS[n]}: ratio (rank)" for n in shown)]
-    date = datetime.date.today().isoformat()
     report = (
         f"# Handover lines, tiled against untiled, CPU, {date}\n\n"
         f"`bench/seams.py`, {args.iterations} iterations, seed 0, other settings default "
