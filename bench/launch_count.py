@@ -1,7 +1,7 @@
 """Kernels one engine iteration launches, by phase, counted on the CPU.
 
 On a GPU at 512 px and below the eager engine waits on kernel launches, not on arithmetic:
-an H200 took about 5 ms an iteration for about 2 ms of work (README, bench/README.md), so the
+an H200 took about 5 ms an iteration for about 2 ms of work (README, docs/performance.md), so the
 number of ops dispatched per iteration is what its time scales with. This counts them without
 a GPU: every aten op of a steady-state iteration (after the first L-BFGS step) is seen by a
 TorchDispatchMode and put under forward (VGG and losses), backward or L-BFGS step. View ops

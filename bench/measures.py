@@ -20,7 +20,7 @@ Both are computed on the pixels alone, at a fixed reduced size, so that the same
 Neither touches VGG: the engine and the textbook run minimise Gram or Gaussian statistics of
 VGG16 activations, which say nothing directly about pixel colour histograms, oriented
 filter-energy spectra or SSIM, so a method cannot score well here by overfitting its own
-objective. (bench/README.md has the argument.)
+objective. (docs/quality.md has the argument.)
 """
 
 from __future__ import annotations

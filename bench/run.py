@@ -5,7 +5,7 @@
 
 Both sides minimise the seed's objective (Gram style loss, content start, style weight 10,
 the same weights at every level: `SEED_OBJECTIVE`), since naive.py and evaluate.py code only
-that one; Brushwork's default settings (W2 style loss, palette start) are also timed, as
+that one; Brushwork's default settings (sliced loss, palette start) are also timed, as
 "brushwork, defaults", on the same images: their loss columns score them on the seed's
 objective, which they do not minimise, so they have no speed-up.
 

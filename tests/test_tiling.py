@@ -263,7 +263,7 @@ def test_each_tile_is_scored_on_the_whole_image_statistics(engine, monkeypatch):
     """A tile's style term sees the image's moments: the positions the tile owns plus the rest
     of the image (losses.Rest), counted over the whole image. Matched on its own, every tile
     was asked to hold the style's whole distribution: Starry Night's moon came back in each
-    tile, the river's too (bench/README.md, "Tiles without lines")."""
+    tile, the river's too (docs/quality.md, "Tiled against untiled")."""
     h, w, tile = 96, 160, 64
     seen = []
     style_loss = losses.style_loss

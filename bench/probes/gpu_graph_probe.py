@@ -1,7 +1,7 @@
 """Does one CUDA graph per level, around the whole iteration, meet 512 px x 500 iterations <= 1.5 s?
 
 The eager engine is launch-bound at 512 px (about 5 ms per iteration on an H200, bf16 and fp32
-alike), and torch.compile's graphs around VGG alone did not help (bench/README.md): the
+alike), and torch.compile's graphs around VGG alone did not help (docs/performance.md): the
 launches left are the losses, the backward pass and the L-BFGS step. Every iteration after the
 first is the same kernels on the same buffers (lbfgs.py keeps its counter on the device), so
 here _Run.run_steps is replaced by one that runs WARMUP iterations eagerly on a side stream,

@@ -37,7 +37,7 @@ def bytes_per_pixel(
     style_loss: str = "sw",
 ) -> int:
     """Peak memory per pixel of one VGG pass up to conv5_1: measured on CPU as the growth of
-    peak RSS from 512 to 1024 px (bench/README.md). With `grad`: the activations kept for
+    peak RSS from 512 to 1024 px (docs/performance.md). With `grad`: the activations kept for
     the backward pass (in `dtype`), the L-BFGS history (2 x history fp32 RGB images) and, for
     the sliced loss, the projections, their order and residuals (1.1 KB, measured alike)."""
     if not grad:

@@ -130,14 +130,14 @@ class Engine:
         self.device = pick_device(device)
         self.compute_dtype = pick_precision(self.device, precision)
         # channels_last lets cuDNN and oneDNN's bf16 kernels run fastest; oneDNN's fp32
-        # convolutions are a little slower with it (bench/README.md).
+        # convolutions are a little slower with it (docs/performance.md).
         fast_layout = self.device.type == "cuda" or (
             self.device.type == "cpu" and self.compute_dtype == torch.bfloat16
         )
         layout = torch.channels_last if fast_layout else torch.contiguous_format
         # No cudnn.benchmark: every pyramid level and style size is a new shape to autotune,
         # and on an H200 a cold 512 px job took 7.8 s with it, 4.9 s without (same peak memory;
-        # a probe, since deleted; bench/README.md).
+        # a probe, since deleted; docs/performance.md).
         if model is None:
             model = VGGFeatures.from_weights(weights_mod.load(weights_mod.resolve_path(weights)))
         self.model = model.compute_in(self.device, self.compute_dtype, layout)

@@ -1,7 +1,7 @@
 """The errors users see, with the CLI's exit status of each. Standard library only (shipped
 with the plug-in)."""
 
-# Exit statuses of the `brushwork` command (README, "Exit status").
+# Exit statuses of the `brushwork` command (docs/cli.md, "Exit status").
 EXIT_FAILED = 1  # a job failed (or a batch had failures), or anything else went wrong
 EXIT_BAD_INPUT = 2  # a bad option, a missing or unreadable file, settings the daemon refused
 EXIT_NO_DAEMON = 3  # no daemon answered at the endpoint

@@ -440,7 +440,7 @@ def _counts(at: torch.Tensor, n: int) -> torch.Tensor:
 
 def _argsort_rows(p: torch.Tensor, runs: bool = False) -> torch.Tensor:
     """Each row's ascending order, ties by position. On the host NumPy's vectorised sort,
-    5-10x torch's on the CPUs measured (bench/README.md), its rows split over torch's
+    5-10x torch's on the CPUs measured (docs/performance.md), its rows split over torch's
     threads (NumPy lets go of the GIL while it sorts); torch's elsewhere. `runs`: each row is
     a few ascending runs laid end to end, which NumPy's stable sort merges (3x its
     vectorised sort on such rows here, slower on shuffled ones)."""
@@ -466,7 +466,7 @@ def _argsort_rows(p: torch.Tensor, runs: bool = False) -> torch.Tensor:
 def _packed_argsort(a: np.ndarray, kind: str | None = None) -> np.ndarray:
     """argsort of float32 rows as one sort of int64 keys, the float's bits made to order as
     integers in the high half and the position in the low half: NumPy sorts int64 keys
-    1.7x faster than it argsorts floats (bench/README.md), and ties go by position."""
+    1.7x faster than it argsorts floats (docs/performance.md), and ties go by position."""
     bits = a.view(np.int32)
     key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)
     key <<= 32

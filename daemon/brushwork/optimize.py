@@ -27,12 +27,12 @@ from brushwork.settings import Settings
 # tile sees a rest not yet worked at this level and overdoes its strokes to make up for it; a
 # second round lets the tiles correct each other. The level's steps are split between the
 # rounds in these parts: the first round gets a third, so there is less to overdo (evened
-# halves left Brad Pitt's first tile visibly busier; bench/README.md, "Tiles").
+# halves left Brad Pitt's first tile visibly busier; docs/quality.md, "Tiles").
 TILE_ROUND_PARTS = (1, 2)
 # L-BFGS steps in pixel units (pixels live in [0, 1]). torch's first step (an L1 length of 1
 # over the whole image) moves no pixel by more than a few 1e-4 at 256 px, under the rounding
 # of bf16 activations, so the first curvature pair was noise and the second step could land
-# anywhere, 30 px values once (bench/README.md). The first step moves the pixel with the
+# anywhere, 30 px values once (docs/quality.md). The first step moves the pixel with the
 # largest gradient by LBFGS_FIRST_STEP, and no step moves any pixel by more than LBFGS_MAX_STEP.
 LBFGS_FIRST_STEP = 0.01
 LBFGS_MAX_STEP = 0.1

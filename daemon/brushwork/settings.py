@@ -27,13 +27,13 @@ DEFAULT_STRENGTH = 50  # Settings.at_strength: the settings as they are
 # Strength's two powers from 50 up (Settings.at_strength): the style match saturates near 100,
 # so the style weight rises as a square root and the content weight falls faster: from 50 to
 # 100 each 10 points move the harness measures alike within 1.4x on the median pair
-# (bench/README.md, "The Strength scale").
+# (docs/quality.md, "The Strength scale").
 STYLE_POWER = 0.5
 CONTENT_POWER = 1.5
 # Below 50, the style-to-content ratio at 0, 10, ..., 50 as a share of the defaults' ratio.
 # The palette and the first strokes arrive over two decades of the ratio (0.003 to 0.3): these
 # ratios give each 10 points the same move of the harness measures on the median pair at 256
-# px, where the powers above put all of that arrival between 0 and 10 (bench/README.md).
+# px, where the powers above put all of that arrival between 0 and 10 (docs/quality.md).
 LOW_RATIOS = (0.0, 0.015, 0.042, 0.09, 0.24, 1.0)
 
 
@@ -43,17 +43,17 @@ class Settings:
 
     size: int = 512  # long side of the output in px; 0 keeps the content's own size
     # The textbook's 100 steps: at 256 px 200 gave the same picture by eye, with less content
-    # kept on every harness pair and less style match on seven of eight (bench/README.md).
+    # kept on every harness pair and less style match on seven of eight (docs/quality.md).
     iterations: int = 100  # optimizer steps over all scales together
     content_weight: float = 1.0
     # Where Strength 50 sits: where the default beats the textbook run on the most harness
-    # pairs at 256 and 512 px with the textbook's strokes (bench/README.md).
+    # pairs at 256 and 512 px with the textbook's strokes (docs/quality.md).
     style_weight: float = 5.0
-    tv_weight: float = 0.0  # as the textbook: 1, 3 and 10 measured no better (bench/README.md)
+    tv_weight: float = 0.0  # as the textbook: 1, 3 and 10 measured no better (docs/quality.md)
     # The textbook's layers (Gatys et al. on VGG16): content at conv3_3, style at the end of
     # each of the first four blocks, weighed alike. conv5_1, which sees whole objects, painted
     # the style's motifs (moons, swirls) into the subject unless weighed down, and then the
-    # strokes were weaker than the textbook's (bench/README.md).
+    # strokes were weaker than the textbook's (docs/quality.md).
     content_layer: str = "conv3_3"
     style_layers: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_3", "conv4_3")
     style_layer_weights: tuple[float, ...] = ()  # empty: style_layer_falloff decides
@@ -62,12 +62,12 @@ class Settings:
     style_layer_falloff: float = 1.0
     # The sliced Wasserstein distance: the only loss whose Strength 50 beats the textbook run
     # on all 8 harness pairs at 256 px, with fewer of the style's motifs over the subject
-    # (bench/README.md). "w2": Gaussian statistics, 1.4x faster; "gram": the seed's Grams.
+    # (docs/quality.md). "w2": Gaussian statistics, 1.4x faster; "gram": the seed's Grams.
     style_loss: str = "sw"
     style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
     style_scale: float = 1.0  # style image's long side relative to the output's
     preserve_colors: str = "none"
-    # "palette": the content in the style images' colours (bench/README.md: more style at the
+    # "palette": the content in the style images' colours (docs/quality.md: more style at the
     # same content kept); "content" is the textbook start; "image" needs an init image.
     init: str = "palette"
     optimizer: str = "lbfgs"
@@ -75,7 +75,7 @@ class Settings:
     scales: int = 3  # coarse-to-fine pyramid levels at most, each twice the previous size
     # Short side of the coarsest level, px: wider than the deepest style layer's receptive
     # field (conv4_3: 92 px; conv5_1, when chosen: 132 px), which would otherwise see the whole
-    # picture at once and paint the style's composition over the subject (bench/README.md).
+    # picture at once and paint the style's composition over the subject (docs/quality.md).
     # No wider, so that a 16:9 picture's 512 px job starts from its 256 px look, as a 4:3
     # one's does.
     min_scale: int = 133
@@ -83,7 +83,7 @@ class Settings:
     # layer pulls back edges the upscaled image lacks; with equal weights (1, the seed's
     # objective at every level) each octave ended nearer the content, a 1024 px job with a
     # fifth less style than a 256 px one. Under the sliced loss 1.2 keeps one look across
-    # 256-1024 px on all 8 harness pairs (within 8.2 %); W2's was 1.6 (bench/README.md).
+    # 256-1024 px on all 8 harness pairs (within 8.2 %); W2's was 1.6 (docs/quality.md).
     style_gain: float = 1.2
     seed: int | None = None
     tile: int = 0  # force tiling with this tile size in px; 0 = only when it would not fit

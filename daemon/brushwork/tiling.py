@@ -5,7 +5,7 @@ statistics. The style losses compare statistics over positions (moments, or the 
 loss's marginals), which add up tile by tile (`ImageSums`): a tile's loss sees the image's,
 the rest of the image (as it stands) with the positions the tile owns. Matching each tile's
 own statistics to the style's asked every tile to hold the style's whole distribution:
-Starry Night's moon and stars came back in every tile, the river's too (bench/README.md).
+Starry Night's moon and stars came back in every tile, the river's too (docs/quality.md).
 
 Tiles run one after another, as block coordinate descent on the whole image: raised-cosine
 ramps over the overlaps decide which tile owns (finishes) each pixel, and nothing is averaged
