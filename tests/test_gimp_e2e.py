@@ -27,6 +27,7 @@ import pytest
 from PIL import Image
 
 from brushwork import pixels
+from brushwork.settings import Settings
 
 pytestmark = pytest.mark.gimp
 
@@ -353,7 +354,8 @@ def session(gimp, daemon) -> dict:
         (gimp.plugin / "brushwork.json").write_text(installed_config)
 
 
-HIGH_STEPS = logic.quality_steps("high")[0]  # only the "cancelled" case runs this many
+# Only the "cancelled" case runs this many.
+HIGH_STEPS = Settings().at_quality("high").iterations
 
 
 def _cancel_when_running(daemon, total: int, done: threading.Event) -> None:
@@ -625,7 +627,7 @@ def test_the_canvas_is_repainted_during_the_job_and_ends_with_the_daemons_result
     repaints = [r["iteration"] for r in case["repaints"]]
     print(f"gimp e2e: live: {len(repaints)} repaints in {case['seconds']:.1f} s at {repaints}")
     assert repaints == sorted(set(repaints))
-    during = [r for r in repaints if r < logic.quality_steps("normal")[0]]
+    during = [r for r in repaints if r < Settings().at_quality("normal").iterations]
     assert len(during) >= 2  # repainted while the job ran, not only at its end
     # The same job straight on the daemon: the layer holds exactly its result.
     settings = logic.build_settings(

@@ -82,25 +82,26 @@ def test_strength_out_of_range_is_refused(strength):
 
 
 def test_quality_normal_is_the_default_and_the_others_order_by_work():
-    assert logic.quality_steps("normal") == (DEFAULTS.iterations, DEFAULTS.scales)
-    (pi, ps), (ni, ns), (hi, hs) = (logic.quality_steps(q) for q in logic.QUALITIES)
-    assert pi < ni < hi and ps <= ns <= hs and ps == 1
+    assert DEFAULTS.at_quality("normal") == DEFAULTS
+    draft, normal, high = (DEFAULTS.at_quality(q) for q in logic.QUALITIES)
+    assert draft.iterations < normal.iterations < high.iterations
+    assert draft.scales == 1 <= normal.scales <= high.scales
 
 
 def test_unknown_quality_is_one_clear_error():
     with pytest.raises(ValueError, match="quality must be one of draft, normal, high"):
-        logic.quality_steps("ultra")
+        DEFAULTS.at_quality("ultra")
 
 
 def test_settings_take_the_arguments_and_keep_every_other_default():
     s = logic.build_settings(
         strength=75, size=384, quality="draft", preserve_colors="luminance", seed=7
     )
-    iterations, scales = logic.quality_steps("draft")
+    draft = DEFAULTS.at_quality("draft")
     expected = DEFAULTS.replace(
         size=384,
-        iterations=iterations,
-        scales=scales,
+        iterations=draft.iterations,
+        scales=draft.scales,
         content_weight=DEFAULTS.content_weight * 0.5**CONTENT_POWER,
         style_weight=DEFAULTS.style_weight * 1.5**STYLE_POWER,
         preserve_colors="luminance",

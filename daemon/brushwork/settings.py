@@ -22,6 +22,7 @@ PRESERVE_COLORS = ("none", "luminance", "histogram")
 INITS = ("palette", "content", "noise", "image")  # "image": an init image comes along
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "w2", "sw")  # losses.STYLE_LOSSES; "gram" is the seed's
+QUALITIES = ("draft", "normal", "high")  # Settings.at_quality: the dialog's and --quality
 MAX_SIDE = 65536
 DEFAULT_STRENGTH = 50  # Settings.at_strength: the settings as they are
 # Strength's two powers from 50 up (Settings.at_strength): the style match saturates near 100,
@@ -171,6 +172,17 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def at_quality(self, quality: str) -> Settings:
+        """These settings at a quality: "normal" keeps them; "draft" is a short full run (one
+        scale, a sixth of the steps); "high" has twice the steps and one more scale."""
+        if quality not in QUALITIES:
+            raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
+        if quality == "draft":
+            return self.replace(iterations=max(1, self.iterations // 6), scales=1)
+        if quality == "high":
+            return self.replace(iterations=self.iterations * 2, scales=min(self.scales + 1, 8))
+        return self
 
     def at_strength(self, strength: float) -> Settings:
         """These settings at a Strength of 0-100 (the GIMP dialog's; 50 keeps them as they are).

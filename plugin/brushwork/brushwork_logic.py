@@ -20,10 +20,10 @@ from typing import Any
 from brushwork.errors import BrushworkError
 from brushwork.protocol import DEFAULT_ENDPOINT
 from brushwork.settings import DEFAULT_STRENGTH as DEFAULT_STRENGTH  # the dialog's
+from brushwork.settings import QUALITIES as QUALITIES  # the dialog's
 from brushwork.settings import Settings
 
 CONFIG_NAME = "brushwork.json"  # written by install/install.sh beside the plug-in
-QUALITIES = ("draft", "normal", "high")
 HELLO_TIMEOUT = 2.0  # seconds: a daemon on this machine answers hello in milliseconds
 STYLES_DIR = "styles"  # the bundled paintings, beside the plug-in
 # The bundled public-domain paintings (README, "Bundled paintings"): value, label, file.
@@ -41,18 +41,6 @@ MAX_PREVIEW_SIDE = 512  # px: the layer is repainted from a preview at most this
 _DEFAULTS = Settings()
 
 
-def quality_steps(quality: str) -> tuple[int, int]:
-    """(iterations, scales) of a quality; "normal" is the daemon's own default."""
-    steps = {
-        "draft": (max(1, _DEFAULTS.iterations // 6), 1),
-        "normal": (_DEFAULTS.iterations, _DEFAULTS.scales),
-        "high": (_DEFAULTS.iterations * 2, min(_DEFAULTS.scales + 1, 8)),
-    }
-    if quality not in steps:
-        raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
-    return steps[quality]
-
-
 def build_settings(
     *, strength: float, size: int, quality: str, preserve_colors: str, seed: int, tile: int = 0
 ) -> Settings:
@@ -61,14 +49,12 @@ def build_settings(
     size 0 keeps the layer's own size; seed < 0 means a new random start every time; tile 0
     lets the daemon decide whether to tile.
     """
-    iterations, scales = quality_steps(quality)
-    return _DEFAULTS.at_strength(strength).replace(
-        size=size,
-        iterations=iterations,
-        scales=scales,
-        preserve_colors=preserve_colors,
-        seed=None if seed < 0 else seed,
-        tile=tile,
+    return (
+        _DEFAULTS.at_strength(strength)
+        .at_quality(quality)
+        .replace(
+            size=size, preserve_colors=preserve_colors, seed=None if seed < 0 else seed, tile=tile
+        )
     )
 
 
