@@ -436,7 +436,7 @@ def hijack_curve(folder: Path, attempts: int) -> dict:
     owner = {"client_key": keys / "clients" / "owner.key_secret"}
     thief = {"client_key": keys / "clients" / "thief.key_secret"}
     options = {"server_key": keys / "server.key", **owner}
-    with running(folder, "--keys", str(keys), host="0.0.0.0", client_options=options) as daemon:
+    with running(folder, "--keys", str(keys), "--curve", client_options=options) as daemon:
         return hijack(daemon, attempts, owner, thief, give_token=True)
 
 

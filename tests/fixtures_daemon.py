@@ -84,10 +84,10 @@ def start_daemon(
 ) -> Iterator[Callable[..., Daemon]]:
     """Factory: start_daemon(*extra_serve_args, ...) -> a Daemon that answers hello.
 
-    host: the address to bind (default 127.0.0.1; "0.0.0.0" needs CURVE keys, and clients
-        then connect to 127.0.0.1); env: extra environment; memory_limit: RLIMIT_AS in
-        bytes; client_options: Client keyword arguments (server_key, client_key); timeout:
-        seconds it may take to answer.
+    host: the loopback address to bind (default 127.0.0.1; clients connect to 127.0.0.1;
+        with `--curve` a loopback daemon takes CURVE clients only); env: extra environment;
+        memory_limit: RLIMIT_AS in bytes; client_options: Client keyword arguments
+        (server_key, client_key); timeout: seconds it may take to answer.
     """
     started: list[Daemon] = []
 
@@ -142,6 +142,17 @@ def wait_until_answering(daemon: Daemon, timeout: float = START_TIMEOUT) -> None
                 continue
     daemon.process.kill()
     pytest.fail(f"daemon did not answer within {timeout:g} s:\n{daemon.output()}")
+
+
+@pytest.fixture(scope="session")
+def small_daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
+    """A shared CPU daemon for attacks: 100,000 px an image (so frames of 1.6 MB at most), a
+    queue budget of 4 MiB, heartbeat timeout 2 s, 8 queued jobs at most. Tests using it must
+    not stop it, and must leave nothing queued or running."""
+    return start_daemon(
+        "--device", "cpu", "--max-pixels", "100000", "--max-queue-memory", "4M",
+        "--heartbeat-timeout", "2", "--max-queue", "8",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -172,7 +172,7 @@ def curve_daemon(start_daemon, tmp_path_factory) -> tuple[Daemon, Path]:
     }
     d = start_daemon(
         "--device", "cpu", "--keys", str(keys), "--heartbeat-timeout", "3",
-        host="0.0.0.0", client_options=options,
+        "--curve", client_options=options,
     )  # fmt: skip
     return d, keys
 

@@ -286,8 +286,9 @@ def test_batch_keeps_both_workers_busy(ray_daemon, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "4 written, 0 skipped, 0 failed" in done.stderr
-    with ray_daemon.client() as client:
-        runs = [j for j in client.info().queue if (j["started"] or 0) >= began]
+    with ray_daemon.client() as client:  # the batch's jobs are another client's: operator
+        jobs = client.info(ray_daemon.operator_token()).queue
+        runs = [j for j in jobs if (j["started"] or 0) >= began]
     assert len(runs) == 4 and {j["worker"] for j in runs} == {0, 1}
     overlapping = [
         (a["id"], b["id"])

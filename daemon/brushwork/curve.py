@@ -21,7 +21,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from brushwork import xdg
 from brushwork.client import monitor_handshakes
-from brushwork.errors import BrushworkError
+from brushwork.errors import BadInput, BrushworkError
 
 SERVER_NAME = "server"
 AUTHORIZED_DIR = "authorized_clients"
@@ -47,21 +47,21 @@ def generate(folder: Path, name: str = SERVER_NAME, force: bool = False) -> tupl
     return Path(made_public), Path(made_secret)
 
 
-def load_server_keys(folder: Path, endpoint: str) -> tuple[bytes, bytes]:
-    """(public, secret) of the daemon, or a BrushworkError saying how to make them."""
+def load_server_keys(folder: Path, why: str) -> tuple[bytes, bytes]:
+    """(public, secret) of the daemon, or a BrushworkError saying how to make them (`why`
+    they are needed starts it); a BadInput if the file is not a key."""
     secret_file = folder / f"{SERVER_NAME}.key_secret"
     if not secret_file.is_file():
         raise BrushworkError(
-            f"binding {endpoint} would expose the daemon beyond this machine, which needs CURVE "
-            f"keys and there are none in {folder}: run `brushwork keys generate`, then give "
-            f"clients {folder / (SERVER_NAME + '.key')} (--server-key)"
+            f"{why}, which needs CURVE keys and there are none in {folder}: run `brushwork "
+            f"keys generate`, then give clients {folder / (SERVER_NAME + '.key')} (--server-key)"
         )
     try:
         public, secret = zmq.auth.load_certificate(str(secret_file))
     except (OSError, ValueError) as e:
-        raise BrushworkError(f"{secret_file}: not a CURVE key file ({e})") from None
+        raise BadInput(f"{secret_file}: not a CURVE key file ({e})") from None
     if not secret:
-        raise BrushworkError(f"{secret_file}: holds no secret key")
+        raise BadInput(f"{secret_file}: holds no secret key")
     return public, secret
 
 
@@ -87,7 +87,9 @@ def start_authenticator(context: zmq.Context, folder: Path) -> ThreadAuthenticat
     keys = zmq.auth.load_certificates(allowed) if any(allowed.glob("*.key")) else None
     if keys is None:
         log.warning(
-            "no keys in %s: any client that has the server's public key may connect", allowed
+            "no keys in %s: any client that has the server's public key may connect",
+            allowed,
+            extra={"keep": True},
         )
     else:
         log.info("CURVE clients limited to the %d keys in %s", len(keys), allowed)

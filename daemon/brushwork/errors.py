@@ -22,3 +22,15 @@ class BadInput(BrushworkError):
     """What the user gave cannot be used: an option value, a file, a path."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+SHOWN_CHARS = 64  # of a value a message shows (echoed to a client, or logged)
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`value` as every message shows what it was given: its repr, cut to `limit` characters
+    and its length said, so that nothing a client sends is echoed back or logged whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text.encode()):,} bytes)"

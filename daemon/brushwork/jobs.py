@@ -77,22 +77,22 @@ class Job:
         return token is not None and hmac.compare_digest(token.encode(), self.token.encode())
 
     def summary(self, position: int | None, mine: bool) -> dict:
-        """The job as `info` lists it; another client's job without its id or messages."""
-        return {
-            "id": self.id if mine else None,
-            "mine": mine,
-            "state": self.state,
-            "position": position,
+        """The job as `info` lists it. Another client's job shows how busy the daemon is (its
+        state and position) and nothing of what it does or when: no id, progress, times,
+        worker or message (the operator token sees every job as its own)."""
+        shown = {
+            "id": self.id,
             "iteration": self.iteration,
             "total": self.total,
             "submitted": self.submitted,
             "started": self.started,
             "finished": self.finished,
             "worker": self.worker,
-            "error": (
-                self.outcome.message if mine and isinstance(self.outcome, ErrorReply) else None
-            ),
+            "error": self.outcome.message if isinstance(self.outcome, ErrorReply) else None,
         }
+        if not mine:
+            shown = dict.fromkeys(shown)
+        return {**shown, "mine": mine, "state": self.state, "position": position}
 
 
 def fingerprint(request: SubmitRequest) -> str:

@@ -12,6 +12,8 @@ header's ``frames`` array describes each following frame in order
 Requests go from a DEALER client to the daemon's ROUTER; replies go back the same way. The
 message classes below are the whole vocabulary; ``encode`` turns one into frames, and
 ``decode_request`` / ``decode_reply`` turn frames back into one or raise ``ProtocolError``.
+One module, past 600 lines on purpose: the plug-in ships it as a copy (with errors, settings
+and client), so the messages and the check of every field stay together in it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from brushwork.errors import BrushworkError
+from brushwork.errors import BrushworkError, shown
 from brushwork.settings import MAX_SIDE, Settings
 
 PROTOCOL_VERSION = 1
@@ -87,6 +89,12 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def pixel_counts(pixels: int, limit: int) -> str:
+    """'(120,000 px, over the limit of 100,000)': the exact counts, after rounded ones that
+    may read alike."""
+    return f"({pixels:,} px, over the limit of {limit:,})"
+
+
 class ProtocolError(BrushworkError):
     """A message that does not follow the protocol; ``code`` is one of ERROR_CODES."""
 
@@ -111,7 +119,7 @@ class RawImage:
         _check_int("channels", self.channels, 1, 4)
         if self.dtype not in DTYPES:
             raise ProtocolError(
-                BAD_REQUEST, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
+                BAD_REQUEST, f"dtype must be one of {', '.join(DTYPES)}, got {shown(self.dtype)}"
             )
         size = memoryview(self.data).nbytes
         if size != self.nbytes:
@@ -220,6 +228,8 @@ class HelloReply(Message):
     max_queue: int
     heartbeat_timeout: float  # seconds of silence after which a client's jobs are cancelled
     max_job_bytes: int | None = None  # memory one job may need at its peak (the estimate)
+    # Bytes of frames queued and running jobs may hold together (None from an older daemon).
+    max_queue_bytes: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,6 +241,7 @@ class InfoReply(HelloReply):
     uptime: float
     queue: list[dict[str, Any]]  # job summaries: id, state, position, iteration, total, ...
     workers: list[dict[str, Any]] = field(default_factory=list)  # id, state, job, node, ...
+    queue_bytes: int | None = None  # bytes of frames the queued and running jobs hold now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -404,13 +415,14 @@ def _decode(frames: Sequence[bytes | bytearray | memoryview], types: dict[str, t
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
             UNSUPPORTED_VERSION,
-            f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION})",
+            f"protocol version {shown(version)} is not supported (this side speaks "
+            f"{PROTOCOL_VERSION})",
         )
     name = header.get("type")
     cls = types.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ProtocolError(
-            UNKNOWN_TYPE, f"unknown message type {name!r} (known: {', '.join(types)})"
+            UNKNOWN_TYPE, f"unknown message type {shown(name)} (known: {', '.join(types)})"
         )
     images = _images(header.get("frames", []), frames[1:])
     kwargs: dict[str, Any] = {}
@@ -426,7 +438,7 @@ def _decode(frames: Sequence[bytes | bytearray | memoryview], types: dict[str, t
             raise ProtocolError(BAD_REQUEST, f"{name!r} message lacks the field {f.name!r}")
     if images:
         raise ProtocolError(
-            BAD_REQUEST, f"{name!r} message takes no {next(iter(images))!r} image frames"
+            BAD_REQUEST, f"{name!r} message takes no {shown(next(iter(images)))} image frames"
         )
     return cls(**kwargs)
 
@@ -468,7 +480,7 @@ def _images(
                 d.get("width"), d.get("height"), d.get("channels"), d.get("dtype"), data
             )
         except ProtocolError as e:
-            raise ProtocolError(BAD_REQUEST, f"frames[{i}] ({d['role']}): {e}") from None
+            raise ProtocolError(BAD_REQUEST, f"frames[{i}] ({shown(d['role'])}): {e}") from None
         roles.setdefault(d["role"], []).append(image)
     return roles
 
@@ -492,32 +504,32 @@ def _take_images(
 
 def _check_int(name: str, v: Any, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ProtocolError(BAD_REQUEST, f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+        raise ProtocolError(BAD_REQUEST, f"{name} must be an integer in {lo}..{hi}, got {shown(v)}")
     return v
 
 
 def _check_float(name: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < math.inf:
-        raise ProtocolError(BAD_REQUEST, f"{name} must be a number >= 0, got {v!r}")
+        raise ProtocolError(BAD_REQUEST, f"{name} must be a number >= 0, got {shown(v)}")
     return float(v)
 
 
 def _check_fraction(name: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
-        raise ProtocolError(BAD_REQUEST, f"{name} must be a number in [0, 1], got {v!r}")
+        raise ProtocolError(BAD_REQUEST, f"{name} must be a number in [0, 1], got {shown(v)}")
     return float(v)
 
 
 def _check_str(name: str, v: Any) -> str:
     if not isinstance(v, str):
-        raise ProtocolError(BAD_REQUEST, f"{name} must be a string, got {v!r}")
+        raise ProtocolError(BAD_REQUEST, f"{name} must be a string, got {shown(v)}")
     return v
 
 
 def _check_id(name: str, v: Any) -> str:
     if not isinstance(v, str) or not _ID.fullmatch(v):
         raise ProtocolError(
-            BAD_REQUEST, f"{name} must be 1-64 characters of A-Z a-z 0-9 _ . : -, got {v!r}"
+            BAD_REQUEST, f"{name} must be 1-64 characters of A-Z a-z 0-9 _ . : -, got {shown(v)}"
         )
     return v
 
@@ -544,7 +556,7 @@ def _check_choice(choices: Sequence[str]) -> Callable[[str, Any], str]:
     def check(name: str, v: Any) -> str:
         if v not in choices:
             raise ProtocolError(
-                BAD_REQUEST, f"{name} must be one of {', '.join(choices)}, got {v!r}"
+                BAD_REQUEST, f"{name} must be one of {', '.join(choices)}, got {shown(v)}"
             )
         return v
 
@@ -561,7 +573,7 @@ def _check_losses(name: str, v: Any) -> dict[str, float | None]:
 
 def _check_any_float(name: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ProtocolError(BAD_REQUEST, f"{name} must hold numbers, got {v!r}")
+        raise ProtocolError(BAD_REQUEST, f"{name} must hold numbers, got {shown(v)}")
     return float(v)
 
 
@@ -609,6 +621,8 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_message_bytes": _count,
     "max_job_bytes": _count,
     "max_queue": _count,
+    "max_queue_bytes": _count,
+    "queue_bytes": _count,
     "heartbeat_timeout": _check_float,
     "memory": _check_object,
     "uptime": _check_float,

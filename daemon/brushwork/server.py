@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import logging
 import math
 import os
@@ -19,15 +18,16 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import zmq
 
-from brushwork import __version__, curve, protocol
-from brushwork.errors import BrushworkError
+from brushwork import __version__, curve, endpoints, limits, protocol
+from brushwork.errors import BrushworkError, shown
 from brushwork.jobs import Caller, Job, JobQueue, Peer, QueueFull, fingerprint, job_error
+from brushwork.limits import Limits
+from brushwork.logs import Throttled
 from brushwork.pool import LocalPool, Pool
 from brushwork.protocol import (
     AcceptedReply,
@@ -62,35 +62,6 @@ SOCKET_MODE = 0o600  # ipc:// sockets: only this user may connect (--socket-mode
 SHUTDOWN_GRACE = 15.0  # seconds to wait for the running jobs to notice their cancel
 _POLL_MS = 100
 _SWEEP_EVERY = 0.5
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_pixels: int  # every image a job holds: inputs, output, styles after resizing
-    max_job_bytes: int  # a job's estimated peak memory (engine.estimate_memory)
-    max_queue: int = 16
-    heartbeat_timeout: float = 5.0
-
-    @property
-    def max_message_bytes(self) -> int:
-        # The largest legitimate frame: an f32 RGBA image at the pixel limit.
-        return max(self.max_pixels * 16, protocol.MAX_HEADER_BYTES)
-
-
-def is_local(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on a loopback address or localhost."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    if scheme != "tcp":
-        return False
-    host = urlsplit(f"//{rest}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # "*", an interface name, a host name: not provably loopback
-        return False
 
 
 def default_max_pixels(memory: int) -> int:
@@ -134,16 +105,22 @@ def build(
     max_pixels: int | None = None,
     max_job_bytes: int | None = None,
     max_queue: int = 16,
+    max_queue_bytes: int | None = None,
     heartbeat_timeout: float = 5.0,
     keys_dir: Path | None = None,
+    curve_everywhere: bool = False,
     ray: str | None = None,
     workers: int | None = None,
     socket_mode: int = SOCKET_MODE,
 ) -> tuple[Server, Pool]:
     """Make the pool, bind (failing fast on a busy port or missing keys), then load the model.
-    A Ray pool starts its actors first: the pixel limit comes from their memory, and a
+    The endpoints are read first (endpoints.classify), before anything starts. A Ray pool
+    starts its actors before the bind: the pixel limit comes from their memory, and a
     ZeroMQ listener takes its frame limit when it binds. `ray`, `workers`: see create_pool.
-    max_job_bytes defaults to the device's memory: its tile budget then covers the rest."""
+    max_job_bytes defaults to the device's memory: its tile budget then covers the rest;
+    max_queue_bytes to limits.default_queue_bytes()."""
+    for endpoint in binds:
+        endpoints.classify(endpoint)
     pool = create_pool(device, weights, ray, workers)
     try:
         total = pool.memory()[0]
@@ -152,9 +129,16 @@ def build(
             max_job_bytes=max_job_bytes or total,
             max_queue=max_queue,
             heartbeat_timeout=heartbeat_timeout,
+            **({"max_queue_bytes": max_queue_bytes} if max_queue_bytes else {}),
         )
         pool.memory_limit = limits.max_job_bytes
-        server = Server(binds, limits, keys_dir=keys_dir, socket_mode=socket_mode)
+        server = Server(
+            binds,
+            limits,
+            keys_dir=keys_dir,
+            socket_mode=socket_mode,
+            curve_everywhere=curve_everywhere,
+        )
     except BaseException:
         pool.close()
         raise
@@ -168,7 +152,9 @@ def build(
 
 
 class Server:
-    """Binds at construction (so a busy port fails before the model loads); serve() runs."""
+    """Binds at construction (so a busy port fails before the model loads); serve() runs.
+    Endpoints beyond this machine (endpoints.classify) get CURVE; with `curve_everywhere`,
+    every endpoint does (where local users are not trusted)."""
 
     def __init__(
         self,
@@ -177,6 +163,7 @@ class Server:
         *,
         keys_dir: Path | None = None,
         socket_mode: int = SOCKET_MODE,
+        curve_everywhere: bool = False,
     ) -> None:
         self.limits = limits
         self.socket_mode = socket_mode
@@ -199,51 +186,29 @@ class Server:
         self._auth = None
         self._curve_sockets: set[int] = set()  # indices in self.sockets of the CURVE ROUTERs
         self._handshakes: list[curve.HandshakeLog] = []  # refused handshakes, logged
-        local = [e for e in binds if is_local(e)]
-        remote = [e for e in binds if not is_local(e)]
+        self._refusals = Throttled(log)  # what a client can make the daemon log
+        classified = [endpoints.classify(e) for e in binds]
+        local = [b.endpoint for b in classified if b.local and not curve_everywhere]
+        remote = [b for b in classified if not b.local or curve_everywhere]
         try:
             if remote:
                 folder = keys_dir or curve.default_dir()
-                keys = curve.load_server_keys(folder, remote[0])
+                keys = curve.load_server_keys(folder, _why_curve(remote[0]))
                 self._auth = curve.start_authenticator(self.context, folder)
-                self._bind(remote, keys)
+                self._bind([b.endpoint for b in remote], keys)
             if local:
                 self._bind(local, None)
         except BaseException:
             self.close()
             raise
 
-    def _bind(self, endpoints: list[str], keys: tuple[bytes, bytes] | None) -> None:
-        sock = self.context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 1000)  # flush the last error replies when stopping
-        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+    def _bind(self, binds: list[str], keys: tuple[bytes, bytes] | None) -> None:
+        sock, bound = endpoints.listen(self.context, binds, self.limits, keys, self.socket_mode)
         if keys is not None:
-            sock.curve_server = True
-            sock.curve_publickey, sock.curve_secretkey = keys
             self._curve_sockets.add(len(self.sockets))
+            self._handshakes.append(curve.HandshakeLog(self.context, sock, ", ".join(bound)))
         self.sockets.append(sock)
-        for endpoint in endpoints:
-            ipc = endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@")
-            # An ipc socket is a file that anyone it lets write may connect to: made 0600 by
-            # the umask during bind (never open to others, not even for a moment), then given
-            # the mode asked for.
-            umask = os.umask(0o177) if ipc else None
-            try:
-                sock.bind(endpoint)
-            except zmq.ZMQError as e:
-                problem = zmq.strerror(e.errno)
-                if e.errno == zmq.EADDRINUSE:
-                    problem += " (is a daemon already running? try `brushwork info`)"
-                raise BrushworkError(f"cannot bind {endpoint}: {problem}") from None
-            finally:
-                if umask is not None:
-                    os.umask(umask)
-            self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-            if ipc:
-                os.chmod(self.endpoints[-1].removeprefix("ipc://"), self.socket_mode)
-        if keys is not None:
-            where = ", ".join(self.endpoints[-len(endpoints) :])
-            self._handshakes.append(curve.HandshakeLog(self.context, sock, where))
+        self.endpoints += bound
 
     def close(self) -> None:
         for handshakes in self._handshakes:
@@ -271,13 +236,17 @@ class Server:
         for handshakes in self._handshakes:
             poller.register(handshakes.events, zmq.POLLIN)
         log.info(
-            "serving on %s (device %s, max %d px, %.1f GB a job, queue %d, heartbeat timeout %g s)",
+            "serving on %s (device %s, max %d px, %.1f GB a job, queue %d jobs and %.1f GB,"
+            " frames of %.1f MB, heartbeat timeout %g s)",
             ", ".join(self.endpoints),
             pool.device,
             self.limits.max_pixels,
             self.limits.max_job_bytes / 1e9,
             self.limits.max_queue,
+            self.limits.max_queue_bytes / 1e9,
+            self.limits.max_message_bytes / 1e6,
             self.limits.heartbeat_timeout,
+            extra={"keep": True},  # written again at the top of every rotated log file
         )
         last_sweep = 0.0
         deadline = math.inf
@@ -329,7 +298,7 @@ class Server:
             request = protocol.decode_request(frames)
         except protocol.ProtocolError as e:
             ref, job = protocol.peek_ref_and_job(frames[0]) if frames else (None, None)
-            log.warning("bad request from %s: %s", _who(peer), e)
+            self._refusals.warning("bad request", "bad request from %s: %s", _who(peer), e)
             self._send(peer, ErrorReply(ref=ref, code=e.code, message=str(e), job=job))
             return
         try:
@@ -357,7 +326,10 @@ class Server:
                 code=protocol.UNKNOWN_JOB, message=f"no job {request.job!r}", job=request.job
             )
         if not (job.owned_by(caller, request.token) or self._operator(request.token)):
-            log.warning("%s refused: %s is not job %s's owner", request.TYPE, _who(caller), job.id)
+            who = _who(caller)
+            self._refusals.warning(
+                "not owner", "%s refused: %s is not job %s's owner", request.TYPE, who, job.id
+            )
             return job_error(
                 job.id,
                 protocol.NOT_OWNER,
@@ -385,7 +357,13 @@ class Server:
                 if job.state in protocol.FINISHED_STATES:
                     self._send(caller.peer, job.outcome or _expired(job))
         if refused:
-            log.warning("heartbeat from %s named other clients' jobs %s", _who(caller), refused)
+            self._refusals.warning(
+                "heartbeat",
+                "heartbeat from %s named %d other clients' jobs: %s",
+                _who(caller),
+                len(refused),
+                shown(refused),
+            )
         return HeartbeatReply(unknown=unknown, refused=refused)
 
     def _hello(self, cls: type[HelloReply], **extra) -> HelloReply:
@@ -397,6 +375,7 @@ class Server:
             max_message_bytes=self.limits.max_message_bytes,
             max_job_bytes=self.limits.max_job_bytes,
             max_queue=self.limits.max_queue,
+            max_queue_bytes=self.limits.max_queue_bytes,
             heartbeat_timeout=self.limits.heartbeat_timeout,
             **extra,
         )
@@ -422,7 +401,12 @@ class Server:
             workers=[
                 {**w, "job": w["job"] if w["job"] in mine else None} for w in self._pool.workers()
             ],
+            queue_bytes=self._held_bytes(),
         )
+
+    def _held_bytes(self) -> int:
+        """The frames the queued and running jobs hold (the queue budget's use)."""
+        return sum(limits.job_bytes(j.request) for j in self.jobs.values() if j.request)
 
     def _status(self, job: Job) -> StatusReply:
         return StatusReply(
@@ -439,9 +423,9 @@ class Server:
             return self._resubmit(caller, known, request)
         if self._stopping:
             return job_error(request.job, protocol.SHUTTING_DOWN, "the daemon is shutting down")
-        refusal = self._check_limits(request)
+        refusal = limits.refusal(request, self.limits, self._pool.estimate, self._held_bytes())
         if refusal:
-            return job_error(request.job, protocol.TOO_LARGE, refusal)
+            return refusal
         job = Job(
             id=request.job,
             owner=caller.peer,
@@ -477,7 +461,9 @@ class Server:
         Anyone else learns only that the id is taken, not whether the request matched."""
         owner = job.owned_by(caller, request.token)
         if not owner:
-            log.warning("resubmit of job %s refused: %s is not its owner", job.id, _who(caller))
+            self._refusals.warning(
+                "not owner", "resubmit of job %s refused: %s is not its owner", job.id, _who(caller)
+            )
         if not owner or fingerprint(request) != job.fingerprint:
             return job_error(
                 job.id, protocol.JOB_CONFLICT, f"job id {job.id!r} is taken; use a new id"
@@ -492,46 +478,6 @@ class Server:
         )
         if job.outcome is not None:
             self._send(caller.peer, job.outcome)
-        return None
-
-    def _check_limits(self, request: SubmitRequest) -> str | None:
-        """Why the job is too large, or None: every image it will hold (the styles after
-        resizing too) within the pixel limit, and its estimated peak within the budget."""
-        limit = self.limits.max_pixels
-        most = f"this daemon takes at most {limit / 1e6:.1f} Mpx"
-        images = [("content", request.content)]
-        images += [("style", s) for s in request.styles]
-        images += [("init", request.init)] if request.init else []
-        for role, image in images:
-            if image.pixels > limit:
-                return (
-                    f"the {role} image is {image.width}x{image.height} = {image.pixels / 1e6:.1f}"
-                    f" Mpx; {most}"
-                )
-        estimate = self._pool.estimate(
-            (request.content.height, request.content.width),
-            [(s.height, s.width) for s in request.styles],
-            request.settings,
-            (request.init.height, request.init.width) if request.init else None,
-        )
-        h, w = estimate.output
-        if h * w > limit:
-            return f"the output would be {w}x{h} = {h * w / 1e6:.1f} Mpx; {most} (lower the size)"
-        for style, (sh, sw) in zip(request.styles, estimate.styles, strict=True):
-            if sh * sw > limit:
-                return (
-                    f"the {style.width}x{style.height} style image would be resized to {sw}x{sh}"
-                    f" = {sh * sw / 1e6:.1f} Mpx for a {w}x{h} output; {most} (lower the size "
-                    "or the style scale)"
-                )
-        if estimate.total > self.limits.max_job_bytes:
-            tiles = f"tiles of {estimate.tile} px" if estimate.tile < max(h, w) else "no tiles"
-            styles = ", ".join(f"{sw}x{sh}" for sh, sw in estimate.styles)
-            return (
-                f"this job would need about {estimate.total / 1e9:.1f} GB at its peak (a {w}x{h}"
-                f" output, style {styles}, {tiles}); this daemon allows"
-                f" {self.limits.max_job_bytes / 1e9:.1f} GB a job (lower the size)"
-            )
         return None
 
     def _cancel(self, job: Job, reason: str) -> None:
@@ -615,6 +561,15 @@ class Server:
             self.sockets[peer[0]].send_multipart([peer[1], *frames], copy=False)
         except (zmq.ZMQError, ValueError) as e:  # never let one reply take the daemon down
             log.error("could not send %s to %s: %s", message.TYPE, _who(peer), e)
+
+
+def _why_curve(bind: endpoints.Bind) -> str:
+    if bind.local:
+        return f"--curve (here on {bind.endpoint})"
+    return (
+        f"binding {bind.endpoint} would expose the daemon beyond this machine (libzmq would"
+        f" listen on {bind.where}; bind {endpoints.LOOPBACK_EXAMPLE} for this machine only)"
+    )
 
 
 def _expired(job: Job) -> ErrorReply:

@@ -6,8 +6,12 @@ Standard library only: the protocol, the client and the GIMP plug-in use it with
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from brushwork.errors import shown
 
 # VGG16 conv layers in torchvision's `vgg16().features` order; the engine maps names to indices.
 VGG16_LAYERS = (
@@ -24,6 +28,8 @@ OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "w2", "sw")  # losses.STYLE_LOSSES; "gram" is the seed's
 QUALITIES = ("draft", "normal", "high")  # Settings.at_quality: the dialog's and --quality
 MAX_SIDE = 65536
+# Style images one job may blend: every one is held by the daemon while the job waits.
+MAX_STYLES = 16
 DEFAULT_STRENGTH = 50  # Settings.at_strength: the settings as they are
 # Strength's two powers from 50 up (Settings.at_strength): the style match saturates near 100,
 # so the style weight rises as a square root and the content weight falls faster: from 50 to
@@ -115,12 +121,26 @@ class Settings:
         _choice("content_layer", self.content_layer, VGG16_LAYERS)
         if not self.style_layers:
             raise ValueError("style_layers needs at least one layer")
+        if len(self.style_layers) > len(VGG16_LAYERS):  # before looking at each: one line, fast
+            raise ValueError(
+                f"style_layers names {len(self.style_layers)} layers; VGG16 has "
+                f"{len(VGG16_LAYERS)} (each may be named once)"
+            )
         for layer in self.style_layers:
             _choice("style_layers", layer, VGG16_LAYERS)
+        repeated = [(n, layer) for layer, n in Counter(self.style_layers).items() if n > 1]
+        if repeated:
+            n, layer = repeated[0]
+            raise ValueError(f"style_layers names {layer} {n} times; name each layer once")
         if self.style_layer_weights and len(self.style_layer_weights) != len(self.style_layers):
             raise ValueError(
                 f"style_layer_weights has {len(self.style_layer_weights)} values "
                 f"for {len(self.style_layers)} style layers"
+            )
+        if len(self.style_blend) > MAX_STYLES:
+            raise ValueError(
+                f"style_blend has {len(self.style_blend)} values; a job blends at most "
+                f"{MAX_STYLES} style images"
             )
         for name in ("style_layer_weights", "style_blend"):
             values = getattr(self, name)
@@ -134,6 +154,8 @@ class Settings:
         _choice("style_loss", self.style_loss, STYLE_LOSSES)
         if self.seed is not None:
             _int_range("seed", self.seed, 0, 2**63 - 1)
+        if not all(math.isfinite(w) and w >= 0 for w in self.layer_weights()):
+            raise ValueError("style_layer_weights and style_layer_falloff give no finite weights")
 
     def layer_weights(self) -> tuple[float, ...]:
         """Style layer weights lambda_l, normalised to sum to 1: style_layer_weights, else
@@ -167,7 +189,7 @@ class Settings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown setting {unknown[0]!r}")
+            raise ValueError(f"unknown setting {shown(unknown[0])}")
         return cls(**d)
 
     def replace(self, **changes: Any) -> Settings:
@@ -213,18 +235,18 @@ def _low_ratio(strength: float) -> float:
 
 def _int_range(name: str, v: Any, lo: int, hi: int) -> None:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{name} must be an integer, got {v!r}")
+        raise ValueError(f"{name} must be an integer, got {shown(v)}")
     if not lo <= v <= hi:
         raise ValueError(f"{name} must be between {lo} and {hi}, got {v}")
 
 
 def _float_range(name: str, v: Any, lo: float, hi: float) -> None:
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"{name} must be a number, got {v!r}")
+        raise ValueError(f"{name} must be a number, got {shown(v)}")
     if not lo <= v <= hi:  # also rejects NaN
-        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {v!r}")
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {shown(v)}")
 
 
 def _choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
     if v not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {v!r}")
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {shown(v)}")

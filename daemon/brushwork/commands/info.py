@@ -57,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
                         "max_pixels": info.max_pixels,
                         "max_message_bytes": info.max_message_bytes,
                         "max_queue": info.max_queue,
+                        "max_queue_bytes": info.max_queue_bytes,
                         "heartbeat_timeout": info.heartbeat_timeout,
                     },
                     "uptime": info.uptime,
                     "queue": info.queue,
+                    "queue_bytes": info.queue_bytes,
                     "workers": info.workers,
                 },
                 indent=2,
@@ -77,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
         f"limits   {info.max_pixels / 1e6:.1f} Mpx per image, {info.max_queue} jobs queued, "
         f"heartbeat timeout {info.heartbeat_timeout:g} s"
     )
+    if info.max_queue_bytes:
+        held = info.queue_bytes or 0
+        print(f"images   {held / 1e6:.1f} of {info.max_queue_bytes / 1e6:.1f} MB held by the jobs")
     print(f"uptime   {info.uptime / 60:.0f} min")
     print(f"workers  {len(info.workers)}")
     for w in info.workers:
@@ -87,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         print("queue    empty")
     for job in info.queue:
         name = job["id"] or "(another client's job)"  # the daemon names only our own jobs
-        line = f"  {name:<34} {job['state']:<9} {job['iteration']}/{job['total']}"
+        line = f"  {name:<34} {job['state']:<9}"
+        if job["total"] is not None:  # only our own jobs' progress is shown
+            line += f" {job['iteration']}/{job['total']}"
         if job["state"] == "queued":
             line += f"  position {job['position']}"
         elif job.get("finished") and job.get("started"):

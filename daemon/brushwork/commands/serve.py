@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from brushwork import curve, xdg
+from brushwork import curve, endpoints, xdg
 from brushwork.protocol import DEFAULT_ENDPOINT
 
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bind",
         action="append",
         metavar="ENDPOINT",
-        help=f"where to listen, repeatable: tcp://HOST:PORT or ipc://PATH (default "
+        help=f"where to listen, repeatable: tcp://ADDRESS:PORT or ipc://PATH (default "
         f"{DEFAULT_ENDPOINT}); anything beyond loopback needs CURVE keys",
     )
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default %(default)s)")
@@ -51,6 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-queue", type=int, default=16, metavar="N", help="jobs waiting (default %(default)s)"
     )
     p.add_argument(
+        "--max-queue-memory",
+        type=_bytes,
+        metavar="SIZE",
+        help="bytes of images the waiting and running jobs may hold together, e.g. 2G; also "
+        "the largest frame taken (default: 1/32 of this machine's memory, at least 256M)",
+    )
+    p.add_argument(
         "--heartbeat-timeout",
         type=float,
         default=5.0,
@@ -62,6 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help=f"CURVE key folder from `brushwork keys generate` (default {curve.default_dir()})",
+    )
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help="CURVE on every endpoint, loopback and ipc too (where local users are not trusted)",
     )
     scale = p.add_argument_group("scaling out (needs `pip install 'brushwork[ray]'`)")
     scale.add_argument(
@@ -107,19 +119,24 @@ def run(args: argparse.Namespace) -> int:
             f"--workers {args.workers}: give --ray too, and at least 1 (without Ray the daemon "
             "has one worker)"
         )
+    binds = args.bind or [DEFAULT_ENDPOINT]
+    for endpoint in binds:  # a bad one is the only line said: before the log starts
+        endpoints.classify(endpoint)
     log_file = _configure_logging(args.log_file or xdg.state_dir() / "daemon.log")
-    logging.getLogger("brushwork.server").info("log file %s", log_file)
+    logging.getLogger("brushwork.server").info("log file %s", log_file, extra={"keep": True})
     stop = threading.Event()
     _stop_on_signals(stop)
     server, pool = build(
-        args.bind or [DEFAULT_ENDPOINT],
+        binds,
         args.device,
         args.weights,
         max_pixels=args.max_pixels,
         max_job_bytes=args.max_job_memory,
         max_queue=args.max_queue,
+        max_queue_bytes=args.max_queue_memory,
         heartbeat_timeout=args.heartbeat_timeout,
         keys_dir=args.keys,
+        curve_everywhere=args.curve,
         ray=args.ray,
         workers=args.workers,
         socket_mode=args.socket_mode,
@@ -184,7 +201,27 @@ def _mode(text: str) -> int:
 
 
 class _PrivateLog(logging.handlers.RotatingFileHandler):
-    """The log names jobs, clients' keys and addresses: 0600, the files rotation makes too."""
+    """The log names jobs, clients' keys and addresses: 0600, the files rotation makes too.
+    Lines logged with extra={"keep": True} (the start-up lines, the CURVE warning) are written
+    again at the top of every new file: rotation never loses what the daemon is."""
+
+    KEPT = 8
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "keep", False):
+            self._kept = [*self._kept, record][-self.KEPT :]
+        super().emit(record)
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        if self.stream is None:
+            self.stream = self._open()
+        for record in self._kept:
+            self.stream.write(self.format(record) + self.terminator)
 
     def _open(self):
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
