@@ -227,6 +227,65 @@ def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path, mon
         images.load(tmp_path / "a.jpg")
 
 
+def _large_files(folder: Path) -> dict[str, tuple[np.ndarray, int]]:
+    """The same 600x400 picture as files of each kind images.load decodes its own way, with
+    the upright pixels each should give and their bit depth."""
+    yy, xx = np.mgrid[0:400, 0:600]
+    rgb = np.stack([xx * 255 // 600, yy * 255 // 400, (xx + yy) * 255 // 1000], -1)
+    rgb = rgb.astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "8.png")
+    palette = Image.fromarray(rgb).quantize(64)
+    palette.save(folder / "palette.png")
+    Image.fromarray(rgb).save(folder / "a.jpg", quality=98)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: the upright image is 400 wide
+    Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1))).save(folder / "turned.jpg", exif=exif)
+    rgb16 = rgb.astype(np.uint16) * 257
+    with open(folder / "16.png", "wb") as f:
+        png.Writer(600, 400, bitdepth=16, greyscale=False).write(f, rgb16.reshape(400, -1))
+    images.save(folder / "16.tif", rgb16 / 65535, bit_depth=16)
+    Image.fromarray(rgb).save(folder / "a.webp", lossless=True)
+    return {
+        "8.png": (rgb, 8), "palette.png": (np.asarray(palette.convert("RGB")), 8),
+        "a.jpg": (rgb, 8), "turned.jpg": (rgb, 8),
+        "16.png": (rgb16, 16), "16.tif": (rgb16, 16), "a.webp": (rgb, 8),
+    }  # fmt: skip
+
+
+def test_a_large_file_is_decoded_at_the_size_the_job_needs(tmp_path, monkeypatch):
+    """Files over REDUCE_ABOVE_PIXELS (here 1,000 px) come back at exactly the size `fit`
+    asks for when it is at most a sixth of each side, in their bit depth, and close to the
+    whole image resized; smaller asks, and smaller files, come back whole."""
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1000)
+    for name, (expected, bits) in _large_files(tmp_path).items():
+        fitted = images.load(tmp_path / name, fit=lambda h, w: (h // 10, w // 10))
+        assert fitted.shape == (40, 60, 3), name
+        assert fitted.dtype == (np.uint16 if bits == 16 else np.uint8), name
+        whole = Image.fromarray(expected.astype(np.float32).mean(axis=2)).resize((60, 40))
+        grey = images.to_float(fitted).mean(axis=2) * (65535 if bits == 16 else 255)
+        assert np.abs(grey - np.asarray(whole)).mean() < 3 * (257 if bits == 16 else 1), name
+        assert images.load(tmp_path / name, fit=lambda h, w: (h // 2, w // 2)).shape[0] == 400
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1 << 24)
+    assert images.load(tmp_path / "8.png", fit=lambda h, w: (40, 60)).shape == (400, 600, 3)
+
+
+def test_a_large_file_needed_whole_is_refused_when_memory_is_short(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (600, 400)).save(path)
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1000)
+    monkeypatch.setattr(images, "_available_memory", lambda: 10_000_000)  # 10 MB
+    with pytest.raises(BrushworkError) as e:
+        images.load(path)  # 600 x 400 x 3 samples x 8 B = 5.8 MB: over half of 10 MB
+    assert str(e.value) == (
+        f"{path}: decoding 600x400 px whole would take about 6 MB, more than half of the 10 MB"
+        " available now: ask for a smaller size (--size), convert it to JPEG or 8-bit PNG"
+        " (decoded reduced), or set BRUSHWORK_MAX_IMAGE_PIXELS=240000 to decode it anyway"
+    )
+    assert images.load(path, fit=lambda h, w: (40, 60)).shape == (40, 60, 3)  # reduced: fits
+    monkeypatch.setenv("BRUSHWORK_MAX_IMAGE_PIXELS", "240000")
+    assert images.load(path).shape == (400, 600, 3)
+
+
 def test_output_paths_are_checked_before_any_work(tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("")

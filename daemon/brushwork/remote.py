@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,6 +71,30 @@ def fit_inputs(
 
     fitted_styles = [fit(s, scales.style_size(s.shape[:2], finest, settings)) for s in styles]
     return fit(content, out), fitted_styles, None if init is None else fit(init, out)
+
+
+def load_inputs(
+    content: Path, styles: Sequence[Path], settings: Settings, init: Path | None = None
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+    """A job's image files read, each large one at the size the job needs (images.load's
+    `fit`: the content and init at the output size, the styles at the finest level's)."""
+    from brushwork import images, scales
+
+    fitted = images.load(content, fit=lambda h, w: scales.output_size(h, w, settings.size))
+    out = scales.output_size(*fitted.shape[:2], settings.size)
+    return (
+        fitted,
+        [images.load(path, fit=style_fit(settings, out)) for path in styles],
+        None if init is None else images.load(init, fit=lambda h, w: out),
+    )
+
+
+def style_fit(settings: Settings, out: tuple[int, int]) -> Callable[[int, int], tuple[int, int]]:
+    """A style image's (H, W) -> its size at the finest level of an `out` output."""
+    from brushwork import scales
+
+    finest = scales.pyramid(*out, settings)[-1]
+    return lambda h, w: scales.style_size((h, w), finest, settings)
 
 
 def operator_token(endpoint: str) -> str | None:

@@ -33,7 +33,7 @@ from brushwork.commands.stylize import (
 )
 from brushwork.errors import BadInput, BrushworkError
 from brushwork.protocol import QUEUE_FULL, ErrorReply, ProgressReply, RawImage
-from brushwork.remote import PROBE_TIMEOUT, add_server_arguments
+from brushwork.remote import PROBE_TIMEOUT, add_server_arguments, style_fit
 from brushwork.settings import Settings
 
 if TYPE_CHECKING:
@@ -121,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"brushwork: {skipped} of {len(items)} outputs exist: skipped", file=sys.stderr)
     if not todo:
         return 0
-    styles = [images.load(p) for p in args.style]
+    # Each style at the size every job needs (the output's long side is the same for all,
+    # unless --size 0 keeps each content's own size).
+    fit = style_fit(settings, (settings.size, settings.size)) if settings.size else None
+    styles = [images.load(p, fit=fit) for p in args.style]
     init = images.load(args.init) if settings.init == "image" else None
 
     with _daemon(args) as client:
@@ -250,10 +253,11 @@ class Batch:
 
     def _prepare(self, source: Path) -> Prepared:
         """Read an input and fit it and the styles to the job's sizes (remote.fit_inputs)."""
-        from brushwork import images
+        from brushwork import images, scales
         from brushwork.remote import fit_inputs
 
-        content = images.load(source)
+        size = self.settings.size
+        content = images.load(source, fit=lambda h, w: scales.output_size(h, w, size))
         fitted, styles, init = fit_inputs(content, self.styles, self.settings, self.init)
         return Prepared(
             _raw(fitted),

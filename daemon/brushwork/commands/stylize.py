@@ -228,9 +228,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_arguments(args)
     if args.save_every < 0 or (args.print_every or 0) < 0:
         raise BadInput("--save-every and --print-every must be 0 or more")
-    content = images.load(args.content)
-    styles = [images.load(p) for p in args.styles]
-    init_image = images.load(args.init) if settings.init == "image" else None
+    init_path = Path(args.init) if settings.init == "image" else None
+    content, styles, init_image = remote.load_inputs(args.content, args.styles, settings, init_path)
     images.check_output_path(args.output)  # fail before a long run, not after it
 
     engine = remote.connect(args)  # None when no daemon answers; an error if --server did not
