@@ -351,7 +351,9 @@ def kill_and_resume(
             time.sleep(0.05)
         daemon.process.kill()
         daemon.process.wait()
+        killed = time.perf_counter()
         first_exit = first.wait(120)
+        exit_seconds = time.perf_counter() - killed
     finished = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
     partial = [p.name for p in out.iterdir() if p.name.startswith(".")]
     second_daemon = start_another()
@@ -366,6 +368,8 @@ def kill_and_resume(
         "images": count,
         "written_before_the_kill": len(finished),
         "first_batch_exit": first_exit,
+        "first_batch_seconds_to_exit_after_the_kill": round(exit_seconds, 1),
+        "first_batch_said": (folder / "kill-batch.txt").read_text().strip().splitlines()[-1],
         "partial_files_after_the_kill": len(partial),
         "rerun_exit": rerun.returncode,
         "rerun_skipped": int(re.search(r"(\d+) skipped", rerun.stderr).group(1)),

@@ -8,6 +8,7 @@ bench/attacks.py, whose full rounds (bench/reliability.py) report the memory fig
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -137,6 +138,16 @@ def test_a_huge_type_is_neither_echoed_nor_logged_whole_and_the_log_keeps_its_he
 
 
 @pytest.mark.weights
+def test_exact_pixel_counts_follow_rounded_ones_that_read_alike(small_daemon):
+    with small_daemon.client() as client, pytest.raises(DaemonError) as e:
+        client.submit(noise(300, 400), [noise(32, 32)], TINY)
+    assert str(e.value).endswith(
+        "is 0.1 Mpx; the daemon at " + small_daemon.endpoint + " takes at most 0.1 Mpx "
+        "(120,000 px, over the limit of 100,000)"
+    )
+
+
+@pytest.mark.weights
 def test_info_shows_another_clients_job_by_its_state_and_position_only(small_daemon):
     with small_daemon.client() as owner, small_daemon.client() as other:
         job = start_endless(owner)
@@ -166,3 +177,14 @@ def test_the_rotated_log_starts_with_the_start_up_line(tmp_path):
     handler.close()
     for name in ("d.log", "d.log.1", "d.log.2"):
         assert (tmp_path / name).read_text().startswith("serving on here\n")
+
+
+def test_a_bad_server_key_file_is_a_bad_option(tmp_path):
+    key = tmp_path / "server.key"
+    key.write_text("not a key")
+    command = [sys.executable, "-m", "brushwork", "info", "--server", "tcp://127.0.0.1:9"]
+    done = subprocess.run(
+        [*command, "--server-key", str(key)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"brushwork: error: {key}: not a CURVE public key file")

@@ -72,6 +72,14 @@ def test_a_killed_daemon_loses_no_finished_output(folder, weights_file):
 
     figures = reliability.kill_and_resume(start(), start, folder / "kill", count=6)
     assert figures["written_before_the_kill"] >= 2
+    # At once, in one line: the connection closed and nothing listens (on main: 31 s, saying
+    # "nothing for 10 s").
+    assert figures["first_batch_seconds_to_exit_after_the_kill"] < 5.0
+    assert figures["first_batch_exit"] == 3
+    assert figures["first_batch_said"].startswith("brushwork: error: the daemon at tcp://")
+    assert figures["first_batch_said"].endswith(
+        "went away (its connection closed and nothing listens there now)"
+    )
     assert figures["finished_outputs_kept_byte_identical"] == figures["written_before_the_kill"]
     assert figures["partial_files_after_the_kill"] == figures["temp_files_left"] == 0
     assert figures["rerun_exit"] == 0

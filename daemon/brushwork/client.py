@@ -32,6 +32,9 @@ Example::
 ``client.stylize(content, styles, settings, on_event=callback)`` does submit + wait in one call
 and cancels the job if the caller is interrupted. Stopping to iterate ``events`` (or killing
 the process) stops the heartbeats, and the daemon cancels the job within a few seconds.
+
+One module, past 600 lines on purpose: the plug-in ships it as a copy, so all of the client
+(requests, waiting, heartbeats, what a silent or refusing daemon means) is in it.
 """
 
 from __future__ import annotations
@@ -208,8 +211,11 @@ class Client:
         if self._curve:
             client_key = client_key or os.environ.get(ENV_CLIENT_KEY) or None
             _set_curve_client(self._socket, server_key, client_key)
-        # A refused handshake looks like silence; the monitor says what happened.
-        self._handshakes = monitor_handshakes(self._context, self._socket)
+        # A refused handshake looks like silence, and so does a daemon that died: the
+        # monitor says what happened (_read_monitor).
+        self._handshakes = monitor_handshakes(self._context, self._socket, _CLIENT_EVENTS)
+        self._failures: list[tuple[int, int]] = []  # failed handshakes: (event, value)
+        self._dropped = self._gone = False
         try:
             self._socket.connect(self.endpoint)
         except zmq.ZMQError as e:
@@ -260,6 +266,11 @@ class Client:
         reply = self._request(CancelRequest(ref=_ref(), job=job, token=token or self.token(job)))
         assert isinstance(reply, StatusReply)
         return reply
+
+    def abandon(self, job: str) -> None:
+        """Cancel a job of ours without waiting for the reply: for a caller that is leaving
+        (the daemon may be gone)."""
+        self._send(CancelRequest(job=job, token=self.token(job)))
 
     def submit(
         self,
@@ -410,8 +421,7 @@ class Client:
             return self.wait(job, on_event, cancel)
         except BaseException as e:
             if not (isinstance(e, DaemonError) and e.job == job):
-                # No wait for the reply: we are leaving.
-                self._send(CancelRequest(job=job, token=self.token(job)))
+                self.abandon(job)
             raise
 
     # --- Lifetime ---------------------------------------------------------------------------
@@ -443,7 +453,8 @@ class Client:
                 raise DaemonError(
                     protocol.TOO_LARGE,
                     f"a {image.width}x{image.height} image is {image.pixels / 1e6:.1f} Mpx; the "
-                    f"daemon at {self.endpoint} takes at most {limits.max_pixels / 1e6:.1f} Mpx",
+                    f"daemon at {self.endpoint} takes at most {limits.max_pixels / 1e6:.1f} Mpx "
+                    + protocol.pixel_counts(image.pixels, limits.max_pixels),
                 )
             if image.nbytes > limits.max_message_bytes:
                 raise DaemonError(
@@ -459,9 +470,9 @@ class Client:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._went_away():
                 raise self._no_answer()
-            message = self._receive(left)
+            message = self._receive(min(left, HEARTBEAT_INTERVAL))
             if message is None:
                 continue
             if message.ref == request.ref:
@@ -485,7 +496,7 @@ class Client:
             # The tokens let the daemon give our jobs back to us after a reconnect.
             tokens = {j: self._tokens[j] for j in jobs if j in self._tokens}
             self._send(HeartbeatRequest(jobs=sorted(jobs), tokens=tokens))
-        if now - max(self._last_heard, since) > self.timeout:
+        if now - max(self._last_heard, since) > self.timeout or self._went_away():
             raise self._no_answer()
 
     def _receive(self, timeout: float) -> Message | None:
@@ -504,6 +515,11 @@ class Client:
         refused = self._refused_handshake()
         if refused is not None:
             return HandshakeFailed(f"the daemon at {self.endpoint} {refused}")
+        if self._gone:
+            return NoDaemon(
+                f"the daemon at {self.endpoint} went away (its connection closed and nothing "
+                "listens there now)"
+            )
         if self._heard_once:
             return NoDaemon(
                 f"the daemon at {self.endpoint} stopped answering (nothing for {self.timeout:g} s)"
@@ -513,16 +529,32 @@ class Client:
             "start one with `brushwork serve`)"
         )
 
+    def _read_monitor(self) -> None:
+        """Take in what the monitor saw: failed handshakes, and whether the connection to a
+        daemon that answered closed and a reconnect found nothing listening (it died)."""
+        while self._handshakes.poll(0):
+            event = recv_monitor_message(self._handshakes)
+            kind = event["event"]
+            if kind & HANDSHAKE_FAILURES:
+                self._failures.append((kind, event["value"]))
+            elif kind == zmq.EVENT_DISCONNECTED:
+                self._dropped = self._heard_once
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                self._gone = self._dropped
+            else:  # connected again
+                self._dropped = self._gone = False
+
+    def _went_away(self) -> bool:
+        self._read_monitor()
+        return self._gone
+
     def _refused_handshake(self) -> str | None:
         """Why the handshakes with the daemon failed, if they did: the most telling reason
         among the attempts (a refused key or a mismatch says more than a dropped one)."""
-        failures = []
-        while self._handshakes.poll(0):
-            event = recv_monitor_message(self._handshakes)
-            failures.append((event["event"], event["value"]))
-        if not failures:
+        self._read_monitor()
+        if not self._failures:
             return None
-        return _refusal(*min(failures, key=lambda f: _handshake_detail(*f)), self._curve)
+        return _refusal(*min(self._failures, key=lambda f: _handshake_detail(*f)), self._curve)
 
 
 def _ref() -> str:
@@ -537,11 +569,23 @@ HANDSHAKE_FAILURES = (
 )
 
 
-def monitor_handshakes(context: zmq.Context, sock: zmq.Socket) -> zmq.Socket:
-    """A PAIR socket that receives `sock`'s failed handshakes (recv_monitor_message). Its own
-    inproc address: pyzmq's default one is per file descriptor, which a new socket reuses."""
+# What a client watches besides: its connection closing, reconnects refused or made.
+_CLIENT_EVENTS = (
+    HANDSHAKE_FAILURES
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+)
+
+
+def monitor_handshakes(
+    context: zmq.Context, sock: zmq.Socket, events: int = HANDSHAKE_FAILURES
+) -> zmq.Socket:
+    """A PAIR socket that receives `sock`'s failed handshakes (recv_monitor_message), and the
+    other `events` asked for. Its own inproc address: pyzmq's default one is per file
+    descriptor, which a new socket reuses."""
     address = f"inproc://brushwork-monitor-{uuid.uuid4().hex}"
-    sock.monitor(address, HANDSHAKE_FAILURES)
+    sock.monitor(address, events)
     events = context.socket(zmq.PAIR)
     events.setsockopt(zmq.LINGER, 0)
     events.connect(address)
@@ -586,16 +630,16 @@ def _set_curve_client(
         try:
             public, _ = zmq.auth.load_certificate(text)
         except (OSError, ValueError) as e:
-            raise BrushworkError(f"{text}: not a CURVE public key file ({e})") from None
+            raise BadInput(f"{text}: not a CURVE public key file ({e})") from None
     if client_key is None:
         client_public, client_secret = zmq.curve_keypair()
     else:
         try:
             client_public, client_secret = zmq.auth.load_certificate(str(client_key))
         except (OSError, ValueError) as e:
-            raise BrushworkError(f"{client_key}: not a CURVE key file ({e})") from None
+            raise BadInput(f"{client_key}: not a CURVE key file ({e})") from None
         if client_secret is None:
-            raise BrushworkError(f"{client_key}: holds no secret key (use the .key_secret file)")
+            raise BadInput(f"{client_key}: holds no secret key (use the .key_secret file)")
     socket.curve_serverkey = public
     socket.curve_publickey = client_public
     socket.curve_secretkey = client_secret

@@ -242,9 +242,8 @@ class Batch:
                         time.sleep(max(0.0, self.retry_at - time.monotonic()))
                     self._collect_saves(block=False)
             except BaseException:
-                for job in running:  # leave nothing running for a batch that is gone
-                    with contextlib.suppress(BrushworkError):
-                        self.client.cancel(job)
+                for job in running:  # leave nothing running for a batch that is gone; no
+                    self.client.abandon(job)  # waiting for replies: the daemon may be gone
                 raise
             finally:
                 self.display.close()
