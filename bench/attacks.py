@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import socket
 import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -150,6 +152,110 @@ def exchange(endpoint: str, frames: list[bytes], timeout: float = 30.0) -> tuple
         sock.close()
 
 
+# --- Fuzz --------------------------------------------------------------------------------------
+
+
+def fuzzed_message(rng: random.Random) -> list[bytes]:
+    """One malformed or hostile request: junk bytes, broken JSON, wrong types and versions,
+    unknown types, frame counts and sizes that lie, oversized headers, ids and tokens out of
+    range. Never a well-formed submit: that would run a job."""
+    kind = rng.randrange(10)
+    types = [*protocol.REQUESTS, "result", "", "x" * 200]
+    values = [None, 0, -1, 2**70, 1.5, float("nan"), "", "x" * 300, [], {}, [1, "a"], True]
+
+    def value() -> object:
+        v = rng.choice(values)
+        return "NaN" if isinstance(v, float) and v != v else v
+
+    if kind == 0:
+        return [rng.randbytes(rng.randrange(0, 200))]
+    if kind == 1:
+        return [b'{"v": 1, "type": "hello"' + rng.randbytes(rng.randrange(1, 20))]
+    if kind == 2:  # valid JSON of the wrong shape
+        return [json.dumps(rng.choice([[], 1, "x", None, [{"v": 1}]])).encode()]
+    header: dict = {"v": rng.choice([1, 1, 1, 0, 2, "1", None]), "type": rng.choice(types)}
+    fields = ["job", "jobs", "ref", "token", "tokens", "settings", "frames", "preview_every"]
+    for name in rng.sample(fields, rng.randrange(4)):
+        header[name] = value()
+    if kind == 3:  # a submit whose frames lie about their size
+        header.update(type="submit", job=f"f{rng.randrange(10**6)}", settings={"size": 16})
+        frames = [
+            {"role": r, "width": 4, "height": 4, "channels": 3, "dtype": "u8"}
+            for r in ("content", "style")
+        ]
+        header["frames"] = frames
+        return [json.dumps(header).encode(), bytes(48), bytes(rng.randrange(47))]
+    if kind == 4:  # a header describing frames that are not there
+        header["frames"] = [{"role": "content", "width": 65536, "height": 65536}]
+    if kind == 5:
+        header["settings"] = {rng.choice(["size", "iterations", "tile", "bogus"]): value()}
+        header.update(type="submit", job="s1")
+    if kind == 6:  # ids, lists and token maps out of range
+        header.update(type="heartbeat", jobs=["a" * 65] * rng.randrange(3))
+        header["tokens"] = {"j": "short"} if rng.random() < 0.5 else ["not", "a", "map"]
+    if kind == 7:
+        header.update(type=rng.choice(["cancel", "status"]), job=rng.choice(["x", "", "a b"]))
+        header["token"] = rng.choice(["A" * 43, "short", 7])
+    if kind == 8:  # a header of about 1 MiB: at the limit or just over it
+        header["pad"] = "p" * (protocol.MAX_HEADER_BYTES - rng.randrange(-64, 64))
+    text = json.dumps(header)
+    extra = [rng.randbytes(rng.randrange(64)) for _ in range(rng.randrange(3))]
+    return [text.encode(), *extra]
+
+
+def fuzz(daemon, count: int, seed: int = 0) -> dict:
+    """`count` fuzzed messages from 4 connections, 64 in flight each; every one must get
+    exactly one reply, and the daemon must answer `info` after."""
+    rng = random.Random(seed)
+    context = zmq.Context.instance()
+    sockets = []
+    for _ in range(4):
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(daemon.endpoint)
+        sockets.append(sock)
+    poller = zmq.Poller()
+    for sock in sockets:
+        poller.register(sock, zmq.POLLIN)
+    codes: Counter[str] = Counter()
+    in_flight = dict.fromkeys(sockets, 0)
+    sent = received = 0
+    start = time.perf_counter()
+    try:
+        while received < sent or sent < count:
+            for sock in sockets:
+                while sent < count and in_flight[sock] < 64:
+                    sock.send_multipart(fuzzed_message(rng))
+                    in_flight[sock] += 1
+                    sent += 1
+            ready = dict(poller.poll(5000))
+            if not ready:
+                break  # 5 s without a reply: some message went unanswered
+            for sock in ready:
+                while sock.poll(0):
+                    reply = protocol.decode_reply(sock.recv_multipart())
+                    codes[getattr(reply, "code", reply.TYPE)] += 1
+                    in_flight[sock] -= 1
+                    received += 1
+    finally:
+        for sock in sockets:
+            sock.close()
+    elapsed = time.perf_counter() - start
+    with daemon.client() as client:
+        answers = client.info().protocol == protocol.PROTOCOL_VERSION
+    return {
+        "messages": sent,
+        "replies": received,
+        "replies_by_code": dict(codes.most_common()),
+        "seconds": round(elapsed, 1),
+        "messages_per_s": round(sent / elapsed),
+        "daemon_alive": daemon.alive(),
+        "answers_info_after": answers,
+        "tracebacks_in_log": daemon.output_file.read_text().count("Traceback"),
+        "errors_in_log": daemon.output_file.read_text().count(" ERROR "),
+    }
+
+
 # --- Rounds -----------------------------------------------------------------------------------
 
 BIND_FORMS = [
@@ -243,10 +349,16 @@ def queue_memory(daemon, jobs: int = 20, issue_jobs: int = 6) -> dict:
 
 
 def half_sent(
-    daemon, connections: int = 4, announced: int = 10**9, wait: float = 30.0, stall: bool = True
+    daemon,
+    connections: int = 4,
+    announced: int = 10**9,
+    wait: float = 30.0,
+    stall: bool = True,
+    frames: int = 50,
 ) -> dict:
     """`connections` raw peers each announce an `announced`-byte frame and send 100 MB of it;
-    then (if `stall`) as many announce a frame at the limit, send half of it and stall."""
+    then (if `stall`) as many announce a frame at the limit, send half of it and stall; then
+    one sends `frames` whole frames at the limit of a message it never ends, and stops."""
     with daemon.client() as client:
         limit = client.hello().max_message_bytes
     figures: dict = {"frame_limit_mb": round(limit / 1e6, 1), "announced_mb": announced / 1e6}
@@ -282,7 +394,25 @@ def half_sent(
         **stalled,
         "rss_while_stalled_mb": round(held / 1e6),
         "dropped": sum(c is not None for c in closed),
-        "seconds_to_drop": max((c for c in closed if c is not None), default=None),
+        "seconds_to_drop": max((round(c, 1) for c in closed if c is not None), default=None),
+    }
+    unending: dict = {}
+    with rss_during(daemon.process.pid, unending):
+        peer = RawPeer(daemon.endpoint)
+        peer.frame(b'{"v":1,"type":"submit"}', more=True)
+        for _ in range(frames):  # each whole, so each within the limit: libzmq keeps them
+            peer.frame(bytes(limit), more=True)
+        time.sleep(0.5)
+        held = _status(daemon.process.pid, "VmRSS")
+        closed = peer.closed_within(wait)
+        time.sleep(0.5)
+        peer.close()
+    figures["unending_message"] = {
+        **unending,
+        "mb_sent": round(frames * limit / 1e6),
+        "rss_while_sending_mb": round(held / 1e6),
+        "dropped_once_it_stopped": closed is not None,
+        "seconds_to_drop": None if closed is None else round(closed, 1),
     }
     return figures
 

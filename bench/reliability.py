@@ -2,9 +2,11 @@
 
     PYTHONPATH=daemon .venv/bin/python bench/reliability.py [--quick] [--only NAME ...]
 
-Each scenario starts its own `brushwork serve` (CPU, real weights, loopback) and stops it:
+Each scenario starts its own `brushwork serve` (CPU, real weights, loopback only) and stops
+it, and reports the daemon's memory before, at its peak and after (the attacks are in
+attacks.py):
 
-  fuzz      100,000 fuzzed and malformed messages: every one answered, 0 crashes, RSS before/after
+  fuzz      100,000 fuzzed and malformed messages: every one answered, 0 crashes
   crowd     8 `brushwork batch` processes x 20 images at once against a queue of 4: all written,
             0 lost, 0 run twice, the full queue waited out
   soak      200 jobs, a new style and a rotating size each: the daemon's RSS levels off
@@ -13,6 +15,12 @@ Each scenario starts its own `brushwork serve` (CPU, real weights, loopback) and
   hijack    another client (and, with CURVE, another key holding the token) heartbeats,
             resubmits, cancels and asks after a running job: 0 events leaked, the owner's job done
   memory    the engine's memory estimate against peak RSS; jobs the old pixel check let through
+  binds     every endpoint form libzmq takes, as `serve --bind` reads it; the ';' form refused
+  hostile   well-formed submits with hostile contents: 100 style frames each, a queue filled to
+            its budget, a layer named 80,000 times, 500 layers; a 900 KB `type`; frames
+            announced at 1 GB, or half-sent and stalled (a raw ZMTP peer); time to cancel
+  bigimage  `stylize --size 64` of a 391 KB PNG of 11580x11580 px: in-process, through the
+            daemon, as a batch (peak RSS of each)
 
 Prints one table per scenario and writes bench/results/reliability-<date>.{md,json}. --quick
 runs every scenario small (the CI test, tests/test_reliability.py, runs these functions so).
@@ -24,8 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import random
 import re
 import resource
 import signal
@@ -41,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zmq
 
+import attacks
 from brushwork import __version__, pixels, protocol
 from brushwork.client import Client, DaemonError, NoDaemon
 from brushwork.protocol import ProgressReply, ResultReply
@@ -134,113 +140,6 @@ def running(folder: Path, *args: str, **options) -> Iterator[Daemon]:
 def noise(h: int, w: int, seed: int) -> protocol.RawImage:
     rng = np.random.default_rng(seed)
     return pixels.from_array(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-# --- fuzz -------------------------------------------------------------------------------------
-
-
-def fuzzed_message(rng: random.Random) -> list[bytes]:
-    """One malformed or hostile request: junk bytes, broken JSON, wrong types and versions,
-    unknown types, frame counts and sizes that lie, oversized headers, ids and tokens out of
-    range. Never a well-formed submit: that would run a job."""
-    kind = rng.randrange(10)
-    types = [*protocol.REQUESTS, "result", "", "x" * 200]
-    values = [None, 0, -1, 2**70, 1.5, float("nan"), "", "x" * 300, [], {}, [1, "a"], True]
-
-    def value() -> object:
-        v = rng.choice(values)
-        return "NaN" if isinstance(v, float) and v != v else v
-
-    if kind == 0:
-        return [rng.randbytes(rng.randrange(0, 200))]
-    if kind == 1:
-        return [b'{"v": 1, "type": "hello"' + rng.randbytes(rng.randrange(1, 20))]
-    if kind == 2:  # valid JSON of the wrong shape
-        return [json.dumps(rng.choice([[], 1, "x", None, [{"v": 1}]])).encode()]
-    header: dict = {"v": rng.choice([1, 1, 1, 0, 2, "1", None]), "type": rng.choice(types)}
-    fields = ["job", "jobs", "ref", "token", "tokens", "settings", "frames", "preview_every"]
-    for name in rng.sample(fields, rng.randrange(4)):
-        header[name] = value()
-    if kind == 3:  # a submit whose frames lie about their size
-        header.update(type="submit", job=f"f{rng.randrange(10**6)}", settings={"size": 16})
-        frames = [
-            {"role": r, "width": 4, "height": 4, "channels": 3, "dtype": "u8"}
-            for r in ("content", "style")
-        ]
-        header["frames"] = frames
-        return [json.dumps(header).encode(), bytes(48), bytes(rng.randrange(47))]
-    if kind == 4:  # a header describing frames that are not there
-        header["frames"] = [{"role": "content", "width": 65536, "height": 65536}]
-    if kind == 5:
-        header["settings"] = {rng.choice(["size", "iterations", "tile", "bogus"]): value()}
-        header.update(type="submit", job="s1")
-    if kind == 6:  # ids, lists and token maps out of range
-        header.update(type="heartbeat", jobs=["a" * 65] * rng.randrange(3))
-        header["tokens"] = {"j": "short"} if rng.random() < 0.5 else ["not", "a", "map"]
-    if kind == 7:
-        header.update(type=rng.choice(["cancel", "status"]), job=rng.choice(["x", "", "a b"]))
-        header["token"] = rng.choice(["A" * 43, "short", 7])
-    if kind == 8:  # a header of about 1 MiB: at the limit or just over it
-        header["pad"] = "p" * (protocol.MAX_HEADER_BYTES - rng.randrange(-64, 64))
-    text = json.dumps(header)
-    extra = [rng.randbytes(rng.randrange(64)) for _ in range(rng.randrange(3))]
-    return [text.encode(), *extra]
-
-
-def fuzz(daemon: Daemon, count: int, seed: int = 0) -> dict:
-    """`count` fuzzed messages from 4 connections, 64 in flight each; every one must get
-    exactly one reply, and the daemon must answer `info` after."""
-    rng = random.Random(seed)
-    context = zmq.Context.instance()
-    sockets = []
-    for _ in range(4):
-        sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(daemon.endpoint)
-        sockets.append(sock)
-    poller = zmq.Poller()
-    for sock in sockets:
-        poller.register(sock, zmq.POLLIN)
-    rss_before = daemon.rss()
-    codes: Counter[str] = Counter()
-    in_flight = dict.fromkeys(sockets, 0)
-    sent = received = 0
-    start = time.perf_counter()
-    try:
-        while received < sent or sent < count:
-            for sock in sockets:
-                while sent < count and in_flight[sock] < 64:
-                    sock.send_multipart(fuzzed_message(rng))
-                    in_flight[sock] += 1
-                    sent += 1
-            ready = dict(poller.poll(5000))
-            if not ready:
-                break  # 5 s without a reply: some message went unanswered
-            for sock in ready:
-                while sock.poll(0):
-                    reply = protocol.decode_reply(sock.recv_multipart())
-                    codes[getattr(reply, "code", reply.TYPE)] += 1
-                    in_flight[sock] -= 1
-                    received += 1
-    finally:
-        for sock in sockets:
-            sock.close()
-    elapsed = time.perf_counter() - start
-    with daemon.client() as client:
-        answers = client.info().protocol == protocol.PROTOCOL_VERSION
-    return {
-        "messages": sent,
-        "replies": received,
-        "replies_by_code": dict(codes.most_common()),
-        "seconds": round(elapsed, 1),
-        "messages_per_s": round(sent / elapsed),
-        "daemon_alive": daemon.alive(),
-        "answers_info_after": answers,
-        "tracebacks_in_log": daemon.output_file.read_text().count("Traceback"),
-        "errors_in_log": daemon.output_file.read_text().count(" ERROR "),
-        "rss_before_mb": round(rss_before / 1e6),
-        "rss_after_mb": round(daemon.rss() / 1e6),
-    }
 
 
 # --- crowd ------------------------------------------------------------------------------------
@@ -511,21 +410,33 @@ def memory(folder: Path, jobs: list = MEMORY_JOBS) -> dict:
 # --- main -------------------------------------------------------------------------------------
 
 FULL = {"fuzz": 100_000, "clients": 8, "jobs": 20, "soak": 200, "kill": 12, "hijack": 20}
+FULL.update(queue=20, echo=100, side=11580)
 QUICK = {"fuzz": 2_000, "clients": 3, "jobs": 3, "soak": 12, "kill": 6, "hijack": 2}
+QUICK.update(queue=4, echo=5, side=4200)
 # The estimate rows take minutes (a fresh process and a large job each): only in a full run.
+# The hostile round's daemon: the issue's pixel limit, and a queue budget of its own.
+HOSTILE = ("--max-pixels", "100000", "--max-queue-memory", "256M")
 
 
 def run_all(folder: Path, sizes: dict, only: list[str]) -> dict:
     results: dict = {}
+
+    def measured(name: str, daemon: Daemon, run: Callable[[], dict]) -> None:
+        figures: dict = {}
+        with attacks.rss_during(daemon.process.pid, figures):
+            results[name] = run()
+        results[name].update(figures)
+
     if "fuzz" in only:
         with running(folder, "--max-pixels", "1000000") as daemon:
-            results["fuzz"] = fuzz(daemon, sizes["fuzz"])
+            measured("fuzz", daemon, lambda: attacks.fuzz(daemon, sizes["fuzz"]))
     if "crowd" in only:
         with running(folder, "--max-queue", "4") as daemon:
-            results["crowd"] = crowd(daemon, folder, sizes["clients"], sizes["jobs"])
+            run = lambda: crowd(daemon, folder, sizes["clients"], sizes["jobs"])  # noqa: E731
+            measured("crowd", daemon, run)
     if "soak" in only:
         with running(folder) as daemon:
-            results["soak"] = soak(daemon, sizes["soak"])
+            measured("soak", daemon, lambda: soak(daemon, sizes["soak"]))
     if "kill" in only:
         daemon = start_daemon(folder)
         try:
@@ -536,11 +447,35 @@ def run_all(folder: Path, sizes: dict, only: list[str]) -> dict:
             daemon.stop()
     if "hijack" in only:
         with running(folder, "--heartbeat-timeout", "3") as daemon:
-            results["hijack"] = hijack(daemon, sizes["hijack"], {}, {}, give_token=False)
+            run = lambda: hijack(daemon, sizes["hijack"], {}, {}, give_token=False)  # noqa: E731
+            measured("hijack", daemon, run)
         results["hijack_curve"] = hijack_curve(folder, sizes["hijack"])
     if "memory" in only:
         results["memory"] = memory(folder, MEMORY_JOBS if sizes is FULL else [])
+    if "binds" in only:
+        results["binds"] = attacks.bind_forms()
+    if "hostile" in only:
+        with running(folder, *HOSTILE) as daemon:
+            results["queue"] = attacks.queue_memory(daemon, sizes["queue"])
+            results["frames"] = attacks.half_sent(daemon)
+            results["settings"] = attacks.hostile_settings(daemon)
+            results["echo"] = attacks.echoed(daemon, sizes["echo"])
+        with running(folder) as daemon:  # this machine's default limits
+            results["frames_default_limits"] = attacks.half_sent(daemon, stall=False)
+    if "bigimage" in only:
+        with running(folder) as daemon:
+            results["bigimage"] = attacks.big_image(daemon, folder, side=sizes["side"])
     return results
+
+
+def cpu() -> str:
+    """The CPU's model name and the flags that matter to the engine (lscpu's words)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", text)
+    flags = set(re.search(r"flags\s*:\s*(.+)", text).group(1).split()) if text else set()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    has = [f for f in wanted if f in flags] or ["none of avx2, avx512_bf16, amx"]
+    return f"{model.group(1).strip() if model else 'unknown CPU'} ({', '.join(has)})"
 
 
 def markdown(results: dict, header: str) -> str:
@@ -549,6 +484,9 @@ def markdown(results: dict, header: str) -> str:
         lines += [f"## {name}", "", "| measure | value |", "| --- | --- |"]
         for key, value in figures.items():
             if key == "estimates":
+                continue
+            if key == "forms":  # bind forms: one row each
+                lines += [f"| `{form}` | {said} |" for form, said in value.items()]
                 continue
             lines.append(f"| {key.replace('_', ' ')} | {value} |")
         if "estimates" in figures:
@@ -566,7 +504,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every scenario, small")
-    names = ["fuzz", "crowd", "soak", "kill", "hijack", "memory"]
+    names = ["fuzz", "crowd", "soak", "kill", "hijack", "memory", "binds", "hostile", "bigimage"]
     parser.add_argument("--only", nargs="+", choices=names, default=names)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
@@ -578,8 +516,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="brushwork-reliability-") as tmp:
         results.update(run_all(Path(tmp), sizes, args.only))
     header = (
-        f"brushwork {__version__}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}" + (" (quick)" if args.quick else "")
+        f"brushwork {__version__}, {cpu()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}" + (" (quick)" if args.quick else "")
     )
     text = markdown(results, header)
     print(text)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
-import reliability  # bench/ is not a package: found through sys.path
+import attacks  # bench/ is not a package: found through sys.path
+import reliability
 
 pytestmark = pytest.mark.weights
 
@@ -32,7 +33,7 @@ def daemon(weights_file: Path, folder: Path) -> Iterator[reliability.Daemon]:
 
 
 def test_every_fuzzed_message_is_answered_and_the_daemon_lives(daemon):
-    figures = reliability.fuzz(daemon, 2000, seed=1)
+    figures = attacks.fuzz(daemon, 2000, seed=1)
     assert figures["replies"] == figures["messages"] == 2000
     assert figures["daemon_alive"] and figures["answers_info_after"]
     assert figures["tracebacks_in_log"] == figures["errors_in_log"] == 0
@@ -85,3 +86,25 @@ def test_a_killed_daemon_loses_no_finished_output(folder, weights_file):
     assert figures["rerun_exit"] == 0
     assert figures["rerun_skipped"] == figures["written_before_the_kill"]
     assert figures["outputs_complete_after_rerun"] == 6
+
+
+def test_the_attack_rounds_run_small(small_daemon, tmp_path, weights_file):
+    """bench/reliability.py's `binds`, `hostile` and `bigimage` rounds, small."""
+    binds = attacks.bind_forms(weights_file)
+    assert binds["serve_semicolon_exit"] == 2 and "follows the ';'" in binds["serve_semicolon_said"]
+    assert binds["loopback"] + binds["need_keys"] + binds["refused"] == binds["forms_tried"]
+    queue = attacks.queue_memory(small_daemon, jobs=2, issue_jobs=1)
+    assert queue["replies"] == {"too_large": 3}  # 100 frames; 16 frames of 1.6 MB > 4 MiB
+    assert queue["seconds_to_cancel_running"] < 2.0
+    frames = attacks.half_sent(small_daemon, connections=2, wait=15.0, frames=5)
+    assert frames["oversized"]["dropped"] == frames["stalled_half_sent"]["dropped"] == 2
+    assert frames["unending_message"]["dropped_once_it_stopped"]
+    settings = attacks.hostile_settings(small_daemon)
+    assert settings["one_layer_80000_times"]["reply"] == settings["500_layers_falloff_8"]["reply"]
+    assert settings["one_layer_80000_times"]["reply"] == "bad_settings"
+    assert settings["worker_free_after"] == attacks.TINY.iterations
+    echo = attacks.echoed(small_daemon, requests=3)
+    assert echo["longest_reply_message"] < 300 and echo["startup_line_in_log"]
+    big = attacks.big_image(small_daemon, tmp_path, weights_file, side=4200)
+    assert [big[k]["exit"] for k in ("in_process", "through_daemon", "batch")] == [0, 0, 0]
+    assert big["output"] == "64x64"
