@@ -90,7 +90,7 @@ def test_bad_content_file(tmp_path, pictures, make, text):
         (["-o", "/proc/x.png"], 2, "/proc/x.png: cannot write in /proc ("),
         (["-o", "content.png/x.png"], 2, "content.png is a file, not a folder"),
         (["--device", "tpu"], 1, "unknown device"),
-        (["--seed", "-2"], 2, "--seed must be -1 (random) or a number >= 0"),
+        (["--seed", "-2"], 2, "--seed must be -1 (draw one) or a number >= 0"),
         (["--jpeg-quality", "101"], 2, "--jpeg-quality must be between 1 and 100"),
         (["--server", "localhost"], 2, "'localhost' is not a daemon address: use HOST:PORT"),
     ],
@@ -145,6 +145,8 @@ def test_stylize_on_a_daemon_by_host_and_port_names_its_job_and_saves_steps(
         r"as job ([0-9a-f]{32}) \(`brushwork cancel \1 --token [\w-]{43}` stops it\)", r.stderr
     )
     assert job, r.stderr
+    seed = re.search(r"brushwork: seed (\d+) \(--seed \1 repeats it\)", r.stderr)
+    assert seed and f"; seed {seed[1]})" in r.stderr.splitlines()[-1], r.stderr
     assert [line.split(":")[0] for line in r.stderr.splitlines() if "Step" in line] == [
         f"Step {i} of 4" for i in range(1, 5)
     ]

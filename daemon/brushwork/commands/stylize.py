@@ -12,7 +12,14 @@ from pathlib import Path
 from brushwork import remote
 from brushwork.errors import BadInput
 from brushwork.images import DEFAULT_JPEG_QUALITY
-from brushwork.settings import INITS, OPTIMIZERS, PRESERVE_COLORS, STYLE_LOSSES, Settings
+from brushwork.settings import (
+    INITS,
+    OPTIMIZERS,
+    PRESERVE_COLORS,
+    STYLE_LOSSES,
+    Settings,
+    draw_seed,
+)
 
 _DEFAULTS = Settings()
 # Settings fields and `strength` (Settings.at_strength), as they appear in its messages
@@ -103,8 +110,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--seed",
         type=int,
-        default=-1,
-        help="makes a run repeatable on the same device; -1 = random (default)",
+        metavar="N",
+        help="a variation: each seed paints another picture at the same quality, and the same "
+        "seed the same picture again (on the same device); -1 draws a new seed and prints it "
+        "(default: none, the one unseeded picture)",
     )
     g.add_argument(
         "--tile",
@@ -117,8 +126,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
     """Settings from the parsed options; a bad value is a one-line BadInput naming the flag."""
-    if args.seed < -1:
-        raise BadInput(f"--seed must be -1 (random) or a number >= 0, got {args.seed}")
+    seed = args.seed
+    if seed is not None and seed < -1:
+        raise BadInput(f"--seed must be -1 (draw one) or a number >= 0, got {seed}")
     same = {_field(flag): getattr(args, _field(flag)) for flag, _, _ in _SETTING_FLAGS}
     try:
         settings = Settings(
@@ -130,7 +140,7 @@ def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
             init=args.init if args.init in INITS[:-1] else "image",
             optimizer=args.optimizer,
             style_loss=args.style_loss,
-            seed=None if args.seed == -1 else args.seed,
+            seed=draw_seed() if seed == -1 else seed,
             tile=args.tile,
         )
         settings.blend_weights(n_styles)
@@ -138,6 +148,9 @@ def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
             settings = settings.at_strength(args.strength)
     except ValueError as e:
         raise BadInput(as_flags(str(e))) from None
+    if seed == -1:
+        seed = settings.seed
+        print(f"brushwork: seed {seed} (--seed {seed} repeats it)", file=sys.stderr)
     return settings
 
 
@@ -267,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
     bits = 16 if content.dtype != "uint8" else 8
     images.save(args.output, result.image, bit_depth=bits, jpeg_quality=args.jpeg_quality)
     terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+    if settings.seed is not None:
+        terms += f"; seed {settings.seed}"
     print(f"brushwork: wrote {args.output} in {result.elapsed:.1f} s ({terms})", file=sys.stderr)
     return 0
 
