@@ -284,12 +284,14 @@ class Client:
         preview_size: int = 256,
         output_dtype: str | None = None,
         token: str | None = None,
+        lane: str = protocol.FULL,
     ) -> str:
         """Queue a stylization; returns its job id once the daemon accepted it.
 
         Resubmitting with the same `job` id (e.g. after a timeout) never starts a second run;
         from another client it needs the job's `token` (see token()). Images over the
-        daemon's limits are refused here, before sending them.
+        daemon's limits are refused here, before sending them. `lane` PREVIEW: the job starts
+        before every full one and cancels this client's older previews (PROTOCOL.md).
         """
         job = job or new_job_id()
         # Chosen here, not by the daemon, so that a retry whose `accepted` was lost still
@@ -306,6 +308,7 @@ class Client:
             preview_every=preview_every,
             preview_size=preview_size,
             output_dtype=output_dtype,
+            lane=lane,
         )
         self._check_limits([content, *styles, *([init] if init else [])])
         size = sum(i.nbytes for i in [content, *styles] + ([init] if init else []))
