@@ -135,13 +135,15 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
     HOST:PORT without a scheme means tcp://HOST:PORT; anything else without one is an error.
     """
     endpoint = (endpoint or os.environ.get(ENV_SERVER) or protocol.DEFAULT_ENDPOINT).strip()
-    if "://" in endpoint:
+    scheme, _, _ = endpoint.partition("://")
+    if scheme in ("tcp", "ipc") and "://" in endpoint:
         return endpoint
     host, _, port = endpoint.rpartition(":")
-    if host and port.isdigit() and 0 < int(port) < 65536:
+    if "://" not in endpoint and host and port.isdigit() and 0 < int(port) < 65536:
         return f"tcp://{host}:{port}"
+    said = f"the daemon speaks no {scheme}://; " if "://" in endpoint else ""
     raise BadInput(
-        f"{endpoint!r} is not a daemon address: use HOST:PORT, tcp://HOST:PORT or ipc://PATH"
+        f"{endpoint!r} is not a daemon address: {said}use HOST:PORT, tcp://HOST:PORT or ipc://PATH"
     )
 
 
