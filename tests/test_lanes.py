@@ -4,7 +4,11 @@ its own client's older ones."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +115,15 @@ def test_a_preview_runs_inside_a_full_job_which_still_makes_its_own_picture(daem
         assert bytes(alone.image.data) == bytes(result.image.data)
     assert seen_artist.jobs == {full, alone.job}
     assert seen_other.jobs == {first, second}
+
+
+@pytest.mark.weights
+def test_the_preview_bench_runs_small(weights_file):
+    """bench/preview.py --dry-run: its own daemon, tiny sizes, the table printed."""
+    bench = Path(__file__).resolve().parents[1] / "bench" / "preview.py"
+    r = subprocess.run(
+        [sys.executable, str(bench), "--dry-run"], capture_output=True, text=True,
+        timeout=600, env={**os.environ, "BRUSHWORK_WEIGHTS": str(weights_file)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "| idle daemon |" in r.stdout and "| while a 64 px job runs |" in r.stdout
