@@ -31,12 +31,17 @@ def test_previews_start_first_and_a_preempting_queue_counts_only_previews_ahead(
     assert q.put(full) == 0 and q.take() is full
     assert [q.put(f2), q.put(p1), q.put(p2)] == [1, 0, 1]
     assert q.position(f2) == 3  # after both previews and the running job
-    assert q.take_preview() is p1 and q.position(p2) == 1  # behind the running preview
+    assert (
+        q.take_preview(lambda j: True) is p1 and q.position(p2) == 1
+    )  # behind the running preview
     q.done(p1)
-    assert q.take_preview() is p2 and q.take_preview() is None
+    assert q.take_preview(lambda j: True) is p2 and q.take_preview(lambda j: True) is None
     q.done(p2)
     q.done(full)
     assert q.take() is f2
+    p3 = job("p3", PREVIEW)
+    q.put(p3)
+    assert q.take_preview(lambda j: False) is None and q.position(p3) == 0  # too large to pause
 
 
 def test_without_preemption_previews_jump_the_queue_but_wait_for_the_running_job():

@@ -20,6 +20,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from brushwork.protocol import FULL, PREVIEW, ErrorReply, ResultReply, SubmitRequest, new_token
@@ -160,12 +161,14 @@ class JobQueue:
                 return None
             return self._start(self._lanes[PREVIEW] or self._lanes[FULL])
 
-    def take_preview(self) -> Job | None:
-        """The next queued preview, now marked running, or None at once: a worker running a
-        full job asks between its steps."""
+    def take_preview(self, fits: Callable[[Job], bool]) -> Job | None:
+        """The next queued preview, now marked running, or None at once (also when it does
+        not `fit` beside the paused job: it waits for the worker then, still first in line).
+        A worker running a full job asks between its steps."""
         with self._cond:
             lane = self._lanes[PREVIEW]
-            return self._start(lane) if lane and not self._closed else None
+            ready = lane and not self._closed and fits(lane[0])
+            return self._start(lane) if ready else None
 
     def _start(self, lane: deque[Job]) -> Job:
         job = lane.popleft()

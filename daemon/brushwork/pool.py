@@ -32,12 +32,15 @@ from brushwork.budget import MEMORY_FRACTION, MemoryEstimate, device_memory, est
 from brushwork.engine import Engine, pick_device
 from brushwork.jobs import Job, JobQueue, job_error
 from brushwork.protocol import ErrorReply, Message, ResultReply
-from brushwork.scales import Size
+from brushwork.scales import Size, output_size
 from brushwork.settings import Settings
 from brushwork.weights import resolve_path
 from brushwork.worker import one_line, run_job
 
 log = logging.getLogger("brushwork.server")
+# The largest preview (output pixels) a running job pauses for; a larger one waits for the
+# worker, first in line: the paused job's memory stays held while a preview runs.
+PAUSE_FOR_PIXELS = 512 * 512
 
 Emit = Callable[[Job, Message], None]
 Outcome = ResultReply | ErrorReply
@@ -157,9 +160,19 @@ class Pool:
 
     def _interlude(self, worker: int, paused: Job, jobs: JobQueue, emit: Emit) -> None:
         """Between two steps of the full job `paused`: run the queued previews."""
-        while (preview := jobs.take_preview()) is not None:
+        while (preview := jobs.take_preview(_fits_beside)) is not None:
             log.info("job %s pauses for preview %s", paused.id, preview.id)
             self._serve(worker, preview, jobs, emit)
+
+
+def _fits_beside(job: Job) -> bool:
+    """A preview small enough to run while a paused job holds its memory: its output at most
+    PAUSE_FOR_PIXELS."""
+    request = job.request
+    if request is None:
+        return False
+    h, w = output_size(request.content.height, request.content.width, request.settings.size)
+    return h * w <= PAUSE_FOR_PIXELS
 
 
 class LocalPool(Pool):
