@@ -1,4 +1,5 @@
-"""The cost J(G) = a*Jc(C, G) + b*Js(S, G) (+ a total-variation term), as in Gatys et al. 2015.
+"""The cost J(G) = a*Jc(C, G) + b*Js(S, G) (+ a total-variation term), as in Gatys et al. 2015
+(+ for a video frame, the temporal term of Ruder et al. 2016).
 
 Activations `a` are (1, nC, nH, nW) tensors from one VGG layer. Caffe VGG16 sees pixels in
 0..255, so raw Jc and Js[l] are huge and differ by orders of magnitude between layers. The engine
@@ -659,6 +660,20 @@ def style_loss(
 def tv_loss(x: torch.Tensor) -> torch.Tensor:
     """Mean squared difference between neighbouring pixels: discourages high-frequency noise."""
     return F.mse_loss(x[..., 1:, :], x[..., :-1, :]) + F.mse_loss(x[..., 1:], x[..., :-1])
+
+
+def temporal_loss(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    weight: float,
+    elements: int | None = None,
+) -> torch.Tensor:
+    """weight * 1/D sum_p c(p) (x(p) - w(p))^2 (Ruder et al. 2016): x held to the earlier
+    frames warped to it (w), where the mask c trusts the warp. D: the whole image's elements
+    (C H W), so that a tile's term is its share of the image's (default: x's own)."""
+    d = elements or x.numel()
+    return (mask * (x - target).pow(2)).sum() * (weight / d)
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
