@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from brushwork import pixels, protocol
-from brushwork.clip import Chunk, Segment, plan
+from brushwork.clip import Chunk, Segment, plan, segments
 from brushwork.protocol import ProtocolError, SubmitRequest
 from brushwork.settings import Settings, Temporal
 
@@ -54,6 +54,14 @@ def test_a_resumed_segment_keeps_its_earlier_results_and_the_later_half_has_none
 def test_segments_left_by_an_interrupted_run_each_get_a_chain():
     chunks = plan([Segment(10, 20), Segment(50, 60)], 2, overlap=4)
     assert [(c.start, c.end, c.fade) for c in chunks] == [(10, 20, 0), (50, 60, 0)]
+
+
+def test_the_frames_left_make_segments_that_continue_from_the_frames_finished():
+    finished = {i: np.full((2, 2, 3), i, np.float32) for i in (0, 1, 2, 3, 6, 9)}
+    found = segments([4, 5, 7, 8, 10], finished.get, reach=3)
+    assert [(s.start, s.end) for s in found] == [(4, 6), (7, 9), (10, 11)]
+    assert [[int(b[0, 0, 0]) for b in s.before] for s in found] == [[3, 2, 1], [6], [9]]
+    assert segments([0, 1], finished.get, reach=4)[0].before == []
 
 
 def _frame(width=8, height=6, channels=3) -> protocol.RawImage:

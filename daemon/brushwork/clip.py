@@ -63,6 +63,30 @@ class Chunk:
     before: Sequence[np.ndarray] = field(default=(), repr=False)
 
 
+def segments(
+    todo: Sequence[int], finished: Callable[[int], np.ndarray | None], reach: int
+) -> list[Segment]:
+    """The runs of consecutive frames in `todo` (sorted indices), each with the finished
+    frames right before it (`finished(i)`: frame i's result, or None), nearest first, at
+    most `reach` of them."""
+    runs: list[list[int]] = []
+    for index in todo:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    found = []
+    for run in runs:
+        before = []
+        for index in range(run[0] - 1, max(-1, run[0] - 1 - reach), -1):
+            result = finished(index)
+            if result is None:
+                break
+            before.append(result)
+        found.append(Segment(run[0], run[-1] + 1, before))
+    return found
+
+
 def plan(segments: Sequence[Segment], pieces: int, overlap: int = OVERLAP) -> list[Chunk]:
     """The chains to run: each segment one chunk, the longest cut in two (the later half
     starting `overlap` frames early) until there are `pieces` of them, or none long enough to
