@@ -5,12 +5,14 @@ test_ray.py."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
-from brushwork import pixels, protocol
+from brushwork import pixels, protocol, worker
 from brushwork.clip import Chunk, Segment, plan, segments
+from brushwork.jobs import Cancel
 from brushwork.protocol import ProtocolError, SubmitRequest
 from brushwork.settings import Settings, Temporal
 
@@ -123,3 +125,14 @@ def test_bad_temporal_settings_are_refused_naming_the_field():
     with pytest.raises(ProtocolError) as e:
         protocol.decode_request([json.dumps(fields).encode(), *header[1:]])
     assert e.value.code == protocol.BAD_SETTINGS and "temporal weight" in str(e.value)
+
+
+def test_a_daemon_without_opencv_fails_a_frame_in_one_line_that_says_how_to_fix_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if the video extra were not installed
+    frame = _submit(previous=[_frame()], previous_results=[_frame()])
+    outcome = worker.run_job(None, frame, lambda event: None, Cancel())  # never reaches it
+    assert outcome.code == protocol.JOB_FAILED
+    assert outcome.message == (
+        "this daemon cannot style a clip's frames: cv2 is missing (install the video extra"
+        ' where the daemon runs: pip install "brushwork[video]")'
+    )

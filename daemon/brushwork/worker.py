@@ -113,9 +113,11 @@ def _stylize(engine: Engine, request: SubmitRequest) -> Callable[..., Result]:
     with them: the same arguments, the same Result."""
     if not request.previous:
         return engine.stylize
-    try:
-        from brushwork import temporal
-    except ModuleNotFoundError as e:  # the video extra (OpenCV's optical flow) is missing
+    from brushwork import temporal
+
+    try:  # OpenCV (DIS optical flow), which flow.py imports only when a frame needs it
+        import cv2  # noqa: F401
+    except ModuleNotFoundError as e:  # the video extra is missing
         raise BrushworkError(
             f"this daemon cannot style a clip's frames: {e.name} is missing (install the video"
             ' extra where the daemon runs: pip install "brushwork[video]")'
