@@ -213,7 +213,9 @@ class Clip:
         if frame is None:
             raise BrushworkError(f"the clip has no frame {chain.next + 1}: it ended before")
         content = self._fit(frame)
-        held = [chain.history[k - 1] for k in self.temporal.offsets if k <= len(chain.history)]
+        # Weight 0: frames one by one (what the method is measured against), sent as stills.
+        reach = len(chain.history) if self.temporal.weight > 0 else 0
+        held = [chain.history[k - 1] for k in self.temporal.offsets if k <= reach]
         try:
             chain.job = self.client.submit(
                 pixels.from_array(content),
