@@ -87,3 +87,15 @@ def test_temporal_settings_are_checked():
     with pytest.raises(ValueError, match="unknown temporal setting"):
         Temporal.from_dict({"wieght": 3})
     assert Temporal.from_dict(Temporal(offsets=(1, 3)).to_dict()) == Temporal(offsets=(1, 3))
+
+
+def test_history_keeps_the_frames_the_next_ones_need():
+    history = temporal.History((1, 2, 4), first=3)
+    frame = np.zeros((2, 2, 3), np.float32)
+    for i in range(3, 10):
+        history.add(i, frame, frame + i)
+    assert [(p.offset, p.result[0, 0, 0]) for p in history.previous(10)] == [(1, 9), (2, 8), (4, 6)]
+    assert sorted(history.frames) == [6, 7, 8, 9]
+    resumed = temporal.History((1, 2, 4), first=3)
+    resumed.add(3, frame, frame)
+    assert [p.offset for p in resumed.previous(4)] == [1]  # nothing before the first frame

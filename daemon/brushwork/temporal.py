@@ -54,6 +54,27 @@ def previous_indices(index: int, offsets: Sequence[int], first: int = 0) -> list
     return [index - k for k in sorted(offsets) if index - k >= first]
 
 
+class History:
+    """The frames a clip's next frames are held to: add() each frame as it is done (or found
+    done, on a resumed run), previous() the ones frame `index` needs; older ones are let go."""
+
+    def __init__(self, offsets: Sequence[int] = TEMPORAL.offsets, first: int = 0) -> None:
+        self.offsets, self.first = tuple(offsets), first
+        self.frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def add(self, index: int, content: np.ndarray, result: np.ndarray) -> None:
+        self.frames[index] = (content, result)
+        for old in [i for i in self.frames if i <= index - max(self.offsets)]:
+            del self.frames[old]
+
+    def previous(self, index: int) -> list[Previous]:
+        return [
+            Previous(*self.frames[i], offset=index - i)
+            for i in previous_indices(index, self.offsets, self.first)
+            if i in self.frames
+        ]
+
+
 def stylize_frame(
     engine: Engine,
     content: np.ndarray,
