@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brushwork import pixels, protocol
+from brushwork import cli, images, pixels, protocol
 from brushwork.client import DaemonError
 from brushwork.clip import Clip, Segment, plan
 from brushwork.settings import Temporal
@@ -37,20 +37,6 @@ def test_a_clip_on_the_daemon_flickers_less_than_its_frames_styled_alone(daemon)
     assert temporal < independent / 2
     # The first frame has nothing before it: the same picture as a still image.
     assert np.abs(held[0] - alone[0]).max() < 1e-6
-
-
-def test_a_resumed_clip_continues_from_the_frames_written(daemon):
-    """The rerun of an interrupted clip: frames 0-3 exist; 4-7 continue from them, held to
-    them as if the clip had never stopped."""
-    clip, styles = panned_clip(), [style()]
-    held: dict[int, np.ndarray] = {}
-    with daemon.client() as client:
-        Clip(client, reader(clip), held.__setitem__, styles, CLIP).run(plan([Segment(0, 4)], 1))
-        before = [held[3], held[2], held[1], held[0]]
-        Clip(client, reader(clip), held.__setitem__, styles, CLIP).run(
-            plan([Segment(4, 8, before)], 1)
-        )
-    assert clip_error([held[3], held[4]]) < clip_error([held[0], held[1]]) * 3
 
 
 def _frame(w: int, h: int, role: str) -> tuple[dict, bytes]:
@@ -108,3 +94,33 @@ def test_previous_frames_count_against_the_queue_budget(small_daemon):
             )  # fmt: skip
         assert e.value.code == protocol.TOO_LARGE
         assert "this job's images take 5.7 MB" in str(e.value)
+
+
+def test_brushwork_video_runs_its_frames_on_the_daemon_and_resumes(daemon, tmp_path, capsys):
+    folder, out = tmp_path / "clip", tmp_path / "out"
+    folder.mkdir()
+    for t, frame in enumerate(panned_clip(), 1):
+        images.save(folder / f"shot_{t:02d}.png", frame / 255)
+    images.save(tmp_path / "style.png", style() / 255)
+    command = ["video", folder, "-o", out, "--style", tmp_path / "style.png",
+               "--server", daemon.endpoint, "--size", "64", "--iterations", "12",
+               "--scales", "1", "--seed", "0"]  # fmt: skip
+    assert cli.main([str(a) for a in command]) == 0
+    said = capsys.readouterr().err
+    assert f"8 frames on the daemon at {daemon.endpoint} (cpu, 1 worker)" in said
+    made = sorted(out.glob("frame_*.png"))
+    assert [p.name for p in made] == [f"frame_{i:06d}.png" for i in range(1, 9)]
+    kept = {p.name: p.read_bytes() for p in made}
+    for gone in made[4:6]:
+        gone.unlink()
+    assert cli.main([str(a) for a in command]) == 0
+    said = capsys.readouterr().err
+    assert "6 of 8 frames exist: kept" in said and "2 frames on the daemon" in said
+    again = {p.name: p.read_bytes() for p in sorted(out.glob("frame_*.png"))}
+    assert sorted(again) == sorted(kept)
+    assert all(
+        again[n] == kept[n] for n in kept if n not in ("frame_000005.png", "frame_000006.png")
+    )
+    # The redone frames continue from the frames kept: the clip does not jump there.
+    frames = [images.to_float(images.load(out / n)) for n in sorted(again)]
+    assert clip_error(frames[3:7]) < clip_error(frames[0:4]) * 3

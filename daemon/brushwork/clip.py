@@ -31,7 +31,7 @@ from threading import Event
 
 import numpy as np
 
-from brushwork import pixels
+from brushwork import images, pixels
 from brushwork.client import Client, DaemonError, work_done
 from brushwork.errors import BrushworkError
 from brushwork.protocol import QUEUE_FULL, ErrorReply, ProgressReply, ResultReply
@@ -44,7 +44,8 @@ RETRY = 1.0  # seconds before a chain submits again to a daemon whose queue was 
 @dataclass(frozen=True)
 class Segment:
     """Frames [start, end) to stylise; `before`: the stylised frames before it that exist
-    (a resumed clip), nearest first (start - 1, start - 2, ...), which it continues from."""
+    (a resumed clip; uint8, uint16 or float32 arrays), nearest first (start - 1, start - 2,
+    ...), which it continues from."""
 
     start: int
     end: int
@@ -203,7 +204,7 @@ class Clip:
         before = list(chunk.before)[: self._kept]
         frames = self.frames(chunk.start - len(before))
         history = deque(
-            (self._fit(next(frames)), result.astype(np.float32)) for result in reversed(before)
+            (self._fit(next(frames)), images.to_float(result)) for result in reversed(before)
         )
         history.reverse()
         return _Chain(chunk, frames, chunk.start, history)
