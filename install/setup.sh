@@ -27,6 +27,6 @@ python="${PYTHON:-python3}"
 if [ "$demo" = 1 ]; then
   mkdir -p out
   .venv/bin/brushwork stylize examples/tubingen.jpg examples/starry_night.jpg \
-    -o out/demo.png --size 256 --seed 0
+    -o out/demo.png --size 256
   echo "setup.sh: done; the stylized sample is out/demo.png"
 fi

@@ -14,7 +14,6 @@ import pytest
 from brushwork import images
 from brushwork.commands.stylize import add_settings_arguments, settings_from_args
 from brushwork.settings import Settings
-from engine_helpers import content_image, style_image
 from fixtures_daemon import free_port
 
 
@@ -26,14 +25,6 @@ def brushwork(*args: str, env: dict | None = None) -> subprocess.CompletedProces
         timeout=300,
         env={**os.environ, **(env or {})},
     )
-
-
-@pytest.fixture
-def pictures(tmp_path):
-    c, s = tmp_path / "content.png", tmp_path / "style.png"
-    images.save(c, content_image(channels=4) / 255)
-    images.save(s, style_image() / 255)
-    return c, s
 
 
 @pytest.mark.weights
@@ -89,8 +80,8 @@ def test_bad_content_file(tmp_path, pictures, make, text):
         (["-o", "missing-dir/out.png"], 2, "does not exist"),
         (["-o", "/proc/x.png"], 2, "/proc/x.png: cannot write in /proc ("),
         (["-o", "content.png/x.png"], 2, "content.png is a file, not a folder"),
-        (["--device", "tpu"], 1, "unknown device"),
-        (["--seed", "-2"], 2, "--seed must be -1 (random) or a number >= 0"),
+        (["--device", "tpu"], 2, "unknown device"),
+        (["--seed", "-2"], 2, "--seed must be -1 (draw one) or a number >= 0"),
         (["--jpeg-quality", "101"], 2, "--jpeg-quality must be between 1 and 100"),
         (["--server", "localhost"], 2, "'localhost' is not a daemon address: use HOST:PORT"),
     ],
@@ -145,6 +136,8 @@ def test_stylize_on_a_daemon_by_host_and_port_names_its_job_and_saves_steps(
         r"as job ([0-9a-f]{32}) \(`brushwork cancel \1 --token [\w-]{43}` stops it\)", r.stderr
     )
     assert job, r.stderr
+    seed = re.search(r"brushwork: seed (\d+) \(--seed \1 repeats it\)", r.stderr)
+    assert seed and f"; seed {seed[1]})" in r.stderr.splitlines()[-1], r.stderr
     assert [line.split(":")[0] for line in r.stderr.splitlines() if "Step" in line] == [
         f"Step {i} of 4" for i in range(1, 5)
     ]

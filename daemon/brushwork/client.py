@@ -136,13 +136,15 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
     HOST:PORT without a scheme means tcp://HOST:PORT; anything else without one is an error.
     """
     endpoint = (endpoint or os.environ.get(ENV_SERVER) or protocol.DEFAULT_ENDPOINT).strip()
-    if "://" in endpoint:
+    scheme, _, _ = endpoint.partition("://")
+    if scheme in ("tcp", "ipc") and "://" in endpoint:
         return endpoint
     host, _, port = endpoint.rpartition(":")
-    if host and port.isdigit() and 0 < int(port) < 65536:
+    if "://" not in endpoint and host and port.isdigit() and 0 < int(port) < 65536:
         return f"tcp://{host}:{port}"
+    said = f"the daemon speaks no {scheme}://; " if "://" in endpoint else ""
     raise BadInput(
-        f"{endpoint!r} is not a daemon address: use HOST:PORT, tcp://HOST:PORT or ipc://PATH"
+        f"{endpoint!r} is not a daemon address: {said}use HOST:PORT, tcp://HOST:PORT or ipc://PATH"
     )
 
 
@@ -285,6 +287,7 @@ class Client:
         preview_size: int = 256,
         output_dtype: str | None = None,
         token: str | None = None,
+        lane: str = protocol.FULL,
         **frame: Any,
     ) -> str:
         """Queue a stylization; returns its job id once the daemon accepted it.
@@ -292,7 +295,8 @@ class Client:
         `frame`: a clip's frame: previous, previous_results, temporal (PROTOCOL.md).
         Resubmitting with the same `job` id (e.g. after a timeout) never starts a second run;
         from another client it needs the job's `token` (see token()). Images over the
-        daemon's limits are refused here, before sending them.
+        daemon's limits are refused here, before sending them. `lane` PREVIEW: the job starts
+        before every full one and cancels this client's older previews (PROTOCOL.md).
         """
         job = job or new_job_id()
         # Chosen here, not by the daemon, so that a retry whose `accepted` was lost still
@@ -309,6 +313,7 @@ class Client:
             preview_every=preview_every,
             preview_size=preview_size,
             output_dtype=output_dtype,
+            lane=lane,
             **frame,
         )
         images = [image for _, image in request.images()]

@@ -49,6 +49,9 @@ from brushwork.vgg import VGGFeatures
 __all__ = ["CancelToken", "Cancelled", "Engine", "Progress", "Result", "pick_device"]
 
 PREVIEW_SIDE = 256
+# Std of a seeded job's start jitter, in pixel values: a seed moves where the strokes begin
+# and the harness measures stay within the seeds' own spread (docs/quality.md, "Seeds").
+START_JITTER = 0.02
 PRECISIONS = ("auto", "fp32", "bf16")
 # Style statistics kept across jobs, bounded by bytes (one style's moments at the default layers
 # are 1.3 MB in fp32, its sliced marginals 15 MB), so a daemon fed ever new styles holds at
@@ -235,6 +238,8 @@ class Engine:
                 x = self._init(content_s, settings, init_image, generator, luminance)
                 if settings.init == "palette" and settings.preserve_colors == "none":
                     x = color.recolor(x, *color.palette(style_full, blend))
+                if generator is not None:
+                    x = _jittered(x, generator)
             else:
                 x = upscale(x, content_s)
             if guide is not None:
@@ -290,7 +295,7 @@ class Engine:
         if cache_key in self._target_cache:
             self._target_cache.move_to_end(cache_key)
             return self._target_cache[cache_key]
-        loss = losses.STYLE_LOSSES[settings.style_loss]
+        loss = losses.named(settings.style_loss, settings.seed)
         parts = [self._described(s, k, settings) for s, k in zip(styles, keys, strict=True)]
         targets = {}
         for name in settings.style_layers:
@@ -303,7 +308,7 @@ class Engine:
 
     def _style_key(self, style: torch.Tensor, settings: Settings) -> tuple:
         digest = hashlib.blake2b(style.cpu().numpy().tobytes(), digest_size=16).digest()
-        describes = losses.STYLE_LOSSES[settings.style_loss].describes
+        describes = losses.named(settings.style_loss, settings.seed).describes
         return (digest, tuple(style.shape), settings.style_layers, self.compute_dtype, describes)
 
     def _described(self, style: torch.Tensor, key: tuple, settings: Settings) -> dict[str, object]:
@@ -311,7 +316,7 @@ class Engine:
         if key in self._style_cache:
             self._style_cache.move_to_end(key)
             return self._style_cache[key]
-        loss = losses.STYLE_LOSSES[settings.style_loss]
+        loss = losses.named(settings.style_loss, settings.seed)
         layers = settings.style_layers
         h, w = style.shape[-2:]
         tile = self.tile_side(settings.replace(tile=0), h, w, grad=False)
@@ -330,6 +335,13 @@ class Engine:
 
     def style_cache_bytes(self) -> int:
         return sum(m.nbytes for stats in self._style_cache.values() for m in stats.values())
+
+
+def _jittered(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The start plus a little of the seed's noise (START_JITTER of the pixel range): with
+    the seed's directions (losses.directions), what makes two seeds two pictures."""
+    noise = torch.randn(x.shape, generator=generator).to(x)
+    return (x + START_JITTER * noise).clamp_(0, 1)
 
 
 def _as_rgb(x: torch.Tensor) -> torch.Tensor:

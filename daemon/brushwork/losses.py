@@ -11,6 +11,7 @@ sees a well-scaled problem at every image size.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -306,18 +307,32 @@ def sqrtm(a: torch.Tensor) -> torch.Tensor:
 QUANTILES = 4096
 
 
-def directions(n_c: int) -> torch.Tensor:
+def directions(n_c: int, seed: int | None = None) -> torch.Tensor:
     """(nC, nC) fixed orthonormal directions for a layer of nC channels: a seeded random
     rotation, the same for every image and device, so the sliced loss is one deterministic
-    function for L-BFGS (Heitz et al. draw new ones every step, for Adam)."""
+    function for L-BFGS (Heitz et al. draw new ones every step, for Adam). Every rotation
+    matches the style equally well, so a job's `seed` picks its own: another picture at the
+    same quality. None: the rotation every unseeded job has used."""
+    if seed is not None:
+        return _seeded_directions(n_c, seed)
     if n_c not in _DIRECTIONS:
-        g = torch.Generator().manual_seed(n_c)
-        q, r = torch.linalg.qr(torch.randn(n_c, n_c, generator=g, dtype=torch.float64))
-        _DIRECTIONS[n_c] = (q * r.diagonal().sign()).float()
+        _DIRECTIONS[n_c] = _rotation(torch.Generator().manual_seed(n_c), n_c)
     return _DIRECTIONS[n_c]
 
 
 _DIRECTIONS: dict[int, torch.Tensor] = {}
+
+
+@functools.lru_cache(maxsize=32)  # a few seeds' worth (the default layers: 1.4 MB a seed)
+def _seeded_directions(n_c: int, seed: int) -> torch.Tensor:
+    # Hashed with nC, so that no seed gives the unseeded rotation of some layer.
+    mixed = hashlib.blake2b(f"{seed}:{n_c}".encode(), digest_size=8).digest()
+    return _rotation(torch.Generator().manual_seed(int.from_bytes(mixed) >> 1), n_c)
+
+
+def _rotation(g: torch.Generator, n_c: int) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(n_c, n_c, generator=g, dtype=torch.float64))
+    return (q * r.diagonal().sign()).float()
 
 
 @dataclass(frozen=True)
@@ -381,15 +396,15 @@ class Marginals:
         return self.values.numel() * self.values.element_size()
 
 
-def projections(a: torch.Tensor) -> torch.Tensor:
-    """(nC, nH nW) a layer's activations projected on directions(nC), in fp32 at least."""
+def projections(a: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    """(nC, nH nW) a layer's activations projected on directions(nC, seed), in fp32 at least."""
     _, n_c, n_h, n_w = a.shape
     f = _at_least_fp32(a.reshape(n_c, n_h * n_w))
-    return directions(n_c).to(f).T @ f
+    return directions(n_c, seed).to(f).T @ f
 
 
-def marginals(a: torch.Tensor) -> Marginals:
-    p = projections(a)
+def marginals(a: torch.Tensor, seed: int | None = None) -> Marginals:
+    p = projections(a, seed)
     m = Marginals(p.gather(1, _argsort_rows(p)))
     return m if m.values.shape[1] <= QUANTILES else Marginals(m.at(QUANTILES))
 
@@ -523,12 +538,16 @@ class SlicedLoss:
     Gaussian (mean and covariance), this matches the whole distribution along every
     direction: the heavy tails of a stroke texture, not only its spread. A part of the image
     (a tile, `rest` given) takes its terms of the sum: its i-th projection's rank among the
-    image's N is its rank in the part plus the rest's count below it."""
+    image's N is its rank in the part plus the rest's count below it. `seed` picks the
+    directions (directions()): a loss of its own per seed (named())."""
 
-    describes = "marginals"
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        # What describe() gives: marginals on this seed's directions, cached apart.
+        self.describes = "marginals" if seed is None else f"marginals:{seed}"
 
     def describe(self, a: torch.Tensor) -> Marginals:
-        return marginals(a)
+        return marginals(a, self.seed)
 
     def blend(self, parts: list[tuple[Marginals, float]]) -> Marginals:
         return mixture(parts)
@@ -537,10 +556,10 @@ class SlicedLoss:
         """None where the part holds (about) all the image's positions: it is the image."""
         if count <= part.shape[-2] * part.shape[-1]:
             return None
-        return SlicedRest(whole.without(count, projections(part)), count)
+        return SlicedRest(whole.without(count, projections(part, self.seed)), count)
 
     def target(self, m: Marginals) -> SlicedTarget:
-        d = directions(m.values.shape[0]).to(m.values)
+        d = directions(m.values.shape[0], self.seed).to(m.values)
         return SlicedTarget(m, d, energy=float(m.values.pow(2).mean(1).sum()))
 
     # The relative error times this: the sliced distance of a picture from the style is a
@@ -613,6 +632,14 @@ def _matched_part(
 
 
 STYLE_LOSSES: dict[str, StyleLoss] = {"gram": GramLoss(), "w2": W2Loss(), "sw": SlicedLoss()}
+
+
+def named(kind: str, seed: int | None = None) -> StyleLoss:
+    """The style loss `kind` names (STYLE_LOSSES), on the directions `seed` picks where it
+    has any (the sliced loss); the moment losses have nothing a seed could vary."""
+    if kind == "sw" and seed is not None:
+        return SlicedLoss(seed)
+    return STYLE_LOSSES[kind]
 
 
 def style_loss(

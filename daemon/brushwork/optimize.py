@@ -332,7 +332,7 @@ class Run:
         density = self._content_density(content, tiles, x.device)
         side = max(max(t.y1 - t.y0, t.x1 - t.x0) for t in tiles)
         layers = self.settings.style_layers
-        loss = losses.STYLE_LOSSES[self.settings.style_loss]
+        loss = losses.named(self.settings.style_loss, self.settings.seed)
         image = tiling.ImageSums(self.features, canvas.pixels, layers, side, loss, device=x.device)
         area = sum(t.area for t in tiles)
         for n in round_steps(steps):
@@ -365,7 +365,7 @@ class Run:
         position at some layer (tiny tiles): then its window stands for the whole image, as
         before."""
         s = self.settings
-        loss = losses.STYLE_LOSSES[s.style_loss]
+        loss = losses.named(s.style_loss, s.seed)
         layers = tuple(dict.fromkeys((*whole, s.content_layer)))
         owned = tile.of(canvas.owner) == index
         with torch.no_grad():

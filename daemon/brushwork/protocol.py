@@ -38,6 +38,10 @@ MAX_HEADER_BYTES = 1 << 20  # a header is a few hundred bytes; this bounds a hos
 # Pixel types on the wire and their sizes in bytes (little-endian; f32 is IEEE 754).
 DTYPES = {"u8": 1, "u16": 2, "f32": 4}
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+# A submit's lane: "preview" jobs start before every "full" one, and a newer preview of the
+# same owner cancels its older ones (PROTOCOL.md, "Lanes").
+FULL, PREVIEW = "full", "preview"
+LANES = (FULL, PREVIEW)
 FINISHED_STATES = ("done", "failed", "cancelled")
 
 # Error codes of `error` replies: the machine-readable half; `message` is the human one.
@@ -188,6 +192,7 @@ class SubmitRequest(Message):
     preview_every: int = 0  # send a preview every N iterations; 0 = never
     preview_size: int = 256  # long side of previews in px
     output_dtype: str | None = None  # dtype of the result; None = the content's
+    lane: str = FULL  # PREVIEW: ahead of every full job, superseding the owner's older ones
     # A frame of a clip (Ruder et al. 2016): the content frames before this one and their
     # stylised results, the nearest first, one per offset of `temporal.offsets` (a prefix of
     # them: a clip's second frame has only the frame before it). The daemon warps the results
@@ -684,6 +689,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "preview_every": lambda n, v: _check_int(n, v, 0, 100_000),
     "preview_size": lambda n, v: _check_int(n, v, 16, 4096),
     "output_dtype": _check_choice(tuple(DTYPES)),
+    "lane": _check_choice(LANES),
     "temporal": _check_temporal,
     "server": _check_str,
     "protocol": _count,

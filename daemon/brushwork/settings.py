@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "w2", "sw")  # losses.STYLE_LOSSES; "gram" is the seed's
 QUALITIES = ("draft", "normal", "high")  # Settings.at_quality: the dialog's and --quality
 MAX_SIDE = 65536
+# Seeds drawn for a new variation (draw_seed) fit the 32-bit fields of GIMP and most UIs.
+SEED_DRAWN_MAX = 2**31 - 1
 # Style images one job may blend: every one is held by the daemon while the job waits.
 MAX_STYLES = 16
 DEFAULT_STRENGTH = 50  # Settings.at_strength: the settings as they are
@@ -92,6 +95,9 @@ class Settings:
     # fifth less style than a 256 px one. Under the sliced loss 1.2 keeps one look across
     # 256-1024 px on all 8 harness pairs (within 8.2 %); W2's was 1.6 (docs/quality.md).
     style_gain: float = 1.2
+    # Picks the sliced loss's directions and a small start jitter: what is free to vary at
+    # equal quality, so two seeds give two pictures and one seed the same picture again.
+    # None: the one unseeded picture (no jitter, the default directions).
     seed: int | None = None
     tile: int = 0  # force tiling with this tile size in px; 0 = only when it would not fit
 
@@ -223,6 +229,11 @@ class Settings:
             content_weight=self.content_weight * content,
             style_weight=self.style_weight * style,
         )
+
+
+def draw_seed() -> int:
+    """A new seed, for a new variation (`--seed -1`, the dialog's Seed -1)."""
+    return secrets.randbelow(SEED_DRAWN_MAX + 1)
 
 
 def _low_ratio(strength: float) -> float:

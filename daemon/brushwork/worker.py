@@ -42,9 +42,11 @@ def run_job(
     emit: Callable[[Message], None],
     cancel: Cancel,
     queued: float = 0.0,
+    interlude: Callable[[], None] | None = None,
 ) -> ResultReply | ErrorReply:
     """Run one job on the engine; every failure becomes an ErrorReply (the worker lives).
-    `queued`: seconds the job waited, for the result."""
+    `queued`: seconds the job waited, for the result. `interlude`: called between steps,
+    after each progress report (the pool runs previews there, pool.py)."""
     job = request.job
     done = 0
 
@@ -61,6 +63,8 @@ def run_job(
                     image=pixels.from_float(p.preview, "u8"),  # long side <= preview_size
                 )
             )
+        if interlude is not None:
+            interlude()
 
     try:
         result = _stylize(engine, request)(
