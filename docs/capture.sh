@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Remakes the README's GIMP pictures in a real GIMP 3 (its full window) on a virtual X
-# display: docs/gimp-dialog.png (the filter's dialog) and docs/gimp-live-preview.png (the
-# canvas repainted from the daemon's previews while a job runs, with the progress window).
+# Remakes the GIMP pictures in a real GIMP 3 (its full window) on a virtual X display:
+# docs/images/gimp-dialog.png (the filter's dialog with its preview pane) and
+# docs/images/gimp-run.jpg (the canvas repainted from the daemon's previews while a job runs,
+# the progress in the image window's status bar).
 # GIMP comes from install/gimp_root.sh, the plug-in goes into a throw-away profile through
 # install/install.sh, a daemon from .venv listens on loopback. There is no window manager:
 # xdotool places the windows and presses OK. Needs root (chroot); takes a few minutes.
 #
-# usage: docs/capture.sh [OUTDIR]   (default docs/; env PORT, DISPLAY_NUMBER, REPAINTS)
+# usage: docs/capture.sh [OUTDIR]   (default docs/images; env PORT, DISPLAY_NUMBER, REPAINTS,
+#        KEEP_LOG: a file to keep GIMP's and Xvfb's output in)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-OUT=$(cd "${1:-$REPO/docs}" && pwd)
+OUT=$(cd "${1:-$REPO/docs/images}" && pwd)
 ROOT=$(bash "$REPO/install/gimp_root.sh" | tail -n1)
 PORT=${PORT:-5591}
 DISP=:${DISPLAY_NUMBER:-77}
-SCREEN=1120x700
+SCREEN=1000x640
 REPAINTS=${REPAINTS:-9}  # repaints before the live capture: early in the second of 3 scales
 WORK=$(mktemp -d "$ROOT/tmp/brushwork-capture-XXXX")
 IN=/${WORK#"$ROOT"/}  # the same folder as GIMP sees it
@@ -26,6 +28,7 @@ cleanup() {  # the daemon cancels its job first: give everything 20 s to stop
         kill -9 "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
+    [ -z "${KEEP_LOG:-}" ] || cp "$WORK/background.log" "$KEEP_LOG" || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -33,12 +36,12 @@ in_root() {  # CMD: the command line that runs "$@" where GIMP is, in a clean en
     CMD=()
     [ "$ROOT" = / ] || CMD=(chroot "$ROOT")
     CMD+=(env -i HOME="$IN/home" PATH=/usr/bin:/bin LANG=C.UTF-8 DISPLAY="$DISP"
-        GIMP3_DIRECTORY="$IN/profile" BRUSHWORK_RECORD_REPAINTS="$IN/repaints.jsonl" "$@")
+        GIMP3_DIRECTORY="$IN/profile" BRUSHWORK_RECORD="$IN/record.jsonl" "$@")
 }
 inroot() { in_root "$@"; "${CMD[@]}"; }
 background() {  # exec: the remembered pid is the process itself, for cleanup
     in_root "$@"
-    (exec "${CMD[@]}" >/dev/null 2>&1) &
+    (exec "${CMD[@]}" >>"$WORK/background.log" 2>&1) &
     PIDS+=($!)
 }
 x() { inroot xdotool "$@"; }
@@ -60,10 +63,10 @@ picture.thumbnail((480, 480))
 picture.save(sys.argv[2])
 PY
 # What the dialog remembers from "the last run": a bundled painting, Normal quality.
-printf '(painting "the-starry-night")\n(quality "normal")\n(seed 0)\n' \
+printf '(painting "the-starry-night")\n(quality "normal")\n(seed 0)\n(strength 60)\n' \
     >"$WORK/profile/plug-in-settings/GimpProcedureConfigRun-python-fu-brushwork-style.last"
 cat >"$WORK/shot.py" <<'PY'
-# shot.py OUT [XID]: an X window (else the whole screen) as PNG.
+# shot.py OUT [XID]: an X window (else the whole screen) as PNG, or JPEG for a .jpg OUT.
 import sys
 import gi
 gi.require_version("Gdk", "3.0")
@@ -73,7 +76,10 @@ window = Gdk.get_default_root_window()
 if len(sys.argv) > 2:
     window = GdkX11.X11Window.foreign_new_for_display(Gdk.Display.get_default(), int(sys.argv[2]))
 shot = Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height())
-shot.savev(sys.argv[1], "png", [], [])
+if sys.argv[1].endswith(".jpg"):
+    shot.savev(sys.argv[1], "jpeg", ["quality"], ["82"])
+else:
+    shot.savev(sys.argv[1], "png", [], [])
 PY
 cat >"$WORK/batch.py" <<PY
 # In GIMP: open the picture in a window, then run the filter as the menu would.
@@ -96,15 +102,15 @@ dialog=$(x search --sync --name "^Neural Style Transfer$" | head -n1)
 main=$(x search --name " GIMP$" | head -n1)
 x windowsize "$main" 100% 100%
 x windowmove "$main" 0 0
-x mousemove 560 690  # over the status bar: no tooltip, no brush outline on the canvas
-sleep 3
+x mousemove 500 630  # over the status bar: no tooltip, no brush outline on the canvas
+count() { grep -c "\"kind\": \"$1\"" "$WORK/record.jsonl" 2>/dev/null || true; }
+until [ "$(count pane)" -ge 1 ]; do sleep 0.5; done  # the pane shows its preview
+sleep 1
 shot "$IN/gimp-dialog.png" "$dialog"
 x windowfocus --sync "$dialog"
 x key --clearmodifiers alt+o
-progress=$(x search --sync --name "^Neural Style Transfer: painting$" | head -n1)
-x windowmove "$progress" 318 562  # below the picture (a window manager would centre it)
-until [ "$(cat "$WORK/repaints.jsonl" 2>/dev/null | wc -l)" -ge "$REPAINTS" ]; do sleep 0.5; done
+until [ "$(count repaint)" -ge "$REPAINTS" ]; do sleep 0.5; done
 sleep 1
-shot "$IN/gimp-live-preview.png"
-cp "$WORK/gimp-dialog.png" "$WORK/gimp-live-preview.png" "$OUT/"
-echo "capture: wrote $OUT/gimp-dialog.png and $OUT/gimp-live-preview.png"
+shot "$IN/gimp-run.jpg"
+cp "$WORK/gimp-dialog.png" "$WORK/gimp-run.jpg" "$OUT/"
+echo "capture: wrote $OUT/gimp-dialog.png and $OUT/gimp-run.jpg"

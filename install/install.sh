@@ -11,7 +11,8 @@
 #   --venv DIR          the daemon's venv (default ${XDG_DATA_HOME:-~/.local/share}/brushwork/venv)
 #   --endpoint URL      where the daemon listens (default tcp://127.0.0.1:5580)
 #   --gimp-python CMD   GIMP's Python interpreter, if it is not found automatically
-#   --gimp-root DIR     GIMP runs in a chroot at DIR (profiles and its Python are inside it)
+#   --gimp-root DIR     GIMP runs in a chroot at DIR (its Python and, unless --gimp-profile
+#                       says otherwise, the profiles of its users are found inside it)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
         --endpoint) ENDPOINT=${2:?--endpoint needs a URL}; shift 2 ;;
         --gimp-python) GIMP_PYTHON=${2:?--gimp-python needs a command}; shift 2 ;;
         --gimp-root) GIMP_ROOT=$(cd "${2:?--gimp-root needs a folder}" && pwd); shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -69,10 +70,17 @@ host_python() {
 
 # --- GIMP profiles ------------------------------------------------------------------------------
 
-# Every GIMP 3.x profile of this user: Linux (native, flatpak, snap), macOS, Windows.
+# Every GIMP 3.x profile of this user: Linux (native, flatpak, snap), macOS, Windows; with
+# --gimp-root, those of the root's users inside it.
 find_profiles() {
     local base dir
     local config=${XDG_CONFIG_HOME:-$HOME/.config}
+    if [ -n "$GIMP_ROOT" ]; then
+        for dir in "$GIMP_ROOT"/root/.config/GIMP/3.* "$GIMP_ROOT"/home/*/.config/GIMP/3.*; do
+            [ -d "$dir" ] && echo "$dir"
+        done
+        return
+    fi
     for base in "${GIMP3_DIRECTORY:-}" "$config/GIMP" "$HOME/.var/app/org.gimp.GIMP/config/GIMP" \
         "$HOME/snap/gimp/current/.config/GIMP" "$HOME/Library/Application Support/GIMP" \
         "${APPDATA:-/nonexistent}/GIMP"; do
@@ -89,8 +97,9 @@ find_profiles() {
 
 if [ ${#PROFILES[@]} = 0 ]; then
     while IFS= read -r p; do PROFILES+=("$p"); done < <(find_profiles)
-    [ ${#PROFILES[@]} -gt 0 ] || [ "$UNINSTALL" = 1 ] || die "no GIMP 3 profile found \
-(start GIMP 3 once so that it creates one, or pass --gimp-profile DIR)"
+    [ ${#PROFILES[@]} -gt 0 ] || [ "$UNINSTALL" = 1 ] || die "no GIMP 3 profile found${GIMP_ROOT:+ \
+in $GIMP_ROOT (root/.config/GIMP/3.*, home/*/.config/GIMP/3.*)} (start GIMP 3 once so that \
+it creates one, or pass --gimp-profile DIR)"
 fi
 if [ -n "$GIMP_ROOT" ]; then
     for p in ${PROFILES[@]+"${PROFILES[@]}"}; do
@@ -229,8 +238,9 @@ install_plugin() {  # $1: profile
     mkdir -p "$dir/lib"
     rm -rf "$dir/lib/brushwork" "$dir/__pycache__"
     mkdir -p "$dir/lib/brushwork"
+    rm -f "$dir"/brushwork_*.py
     install -m 755 "$REPO/plugin/brushwork/brushwork.py" "$dir/brushwork.py"
-    install -m 644 "$REPO/plugin/brushwork/brushwork_logic.py" "$dir/brushwork_logic.py"
+    install -m 644 "$REPO"/plugin/brushwork/brushwork_*.py "$dir/"  # its modules
     rm -rf "$dir/styles"
     mkdir -p "$dir/styles"
     install -m 644 "$REPO"/plugin/brushwork/styles/*.jpg "$dir/styles/"  # bundled paintings

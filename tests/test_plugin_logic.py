@@ -176,6 +176,7 @@ def test_babl_format_of_every_wire_image_and_refusals():
 def test_style_label(given, label):
     assert logic.style_label(given) == label
     assert logic.layer_name(given) == f"{label} style"
+    assert logic.layer_name(given, 42) == f"{label} style, seed 42"  # to repeat a favourite
 
 
 # --- Config -------------------------------------------------------------------------------------
@@ -271,7 +272,8 @@ def test_a_daemon_that_dies_while_starting_reports_its_last_log_line(tmp_path):
     config = config_for(tmp_path, endpoint, [sys.executable, "-c", script])
     with Client(endpoint) as client, pytest.raises(BrushworkError) as e:
         logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon)
-    assert "exited with status 3 while starting: error: weights missing" in str(e.value)
+    assert "exited with status 3 " in str(e.value)
+    assert " s after it was started: error: weights missing" in str(e.value)
     assert config.daemon_log in str(e.value)
 
 
@@ -283,9 +285,14 @@ def test_a_daemon_that_never_answers_is_stopped_after_the_timeout(tmp_path):
         [sys.executable, "-c", "import time; time.sleep(60)"],
         start_timeout=1.5,
     )
+    waits = []
     with Client(endpoint) as client, pytest.raises(BrushworkError) as e:
-        logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon)
-    assert "did not answer within 1.5 s" in str(e.value)
+        logic.ensure_daemon(endpoint, config, real_ping(client), NoDaemon, on_wait=waits.append)
+    # The seconds really waited, and the progress told about them while it waited.
+    waited = float(str(e.value).split("did not answer in ")[1].split(" s (start_timeout)")[0])
+    assert 1.5 <= waited < 3
+    assert waits[0] < 0.5 and 0.5 < waits[-1] <= waited + 0.05 and waits == sorted(waits)
+    assert logic.starting_text(12.3) == ("Starting the Brushwork daemon (loading VGG16) ... 12 s")
     pid = int(str(e.value).rsplit("pid ", 1)[1].split(")")[0])
     deadline = time.monotonic() + 5
     while _alive(pid) and time.monotonic() < deadline:
@@ -363,12 +370,47 @@ def test_every_bundled_painting_is_shipped_and_credited():
         logic.painting_path("x", "mona-lisa")
 
 
-def test_a_missing_zmq_gives_the_command_that_installs_it():
+def test_a_missing_zmq_gives_a_command_that_works_on_that_system():
     error = ImportError("No module named 'zmq'", name="zmq")
-    message = logic.missing_module_message(error, "/usr/bin/python3", "/p/plug-ins/brushwork/lib")
+    lib = "/p/plug-ins/brushwork/lib"
+    message = logic.missing_module_message(error, "/usr/bin/python3", lib, has_pip=True)
     assert message.startswith("GIMP's Python (/usr/bin/python3) cannot import pyzmq")
-    assert (
-        "/usr/bin/python3 -m pip install --target /p/plug-ins/brushwork/lib 'pyzmq>=25'" in message
-    )
+    assert f"/usr/bin/python3 -m pip install --target {lib} 'pyzmq>=25'" in message
+    # Debian's and Ubuntu's system Python has no pip: the distribution's package
+    debian = logic.missing_module_message(error, "/usr/bin/python3", lib, has_pip=False, apt=True)
+    assert "with: sudo apt-get install python3-zmq (or run Brushwork's install/install.sh" in debian
+    neither = logic.missing_module_message(error, "/opt/py", lib, has_pip=False, apt=False)
+    assert "pip" not in neither and "install/install.sh again" in neither
     other = logic.missing_module_message(ImportError("x", name="brushwork.client"), "py", "lib")
     assert "install/install.sh --plugin-only" in other and "\n" not in other
+
+
+# --- Variations and the preview pane (issue 30) -------------------------------------------------
+
+
+def test_a_given_seed_repeats_and_counts_up_for_variations():
+    assert logic.variation_seeds(7, 1) == [7]
+    assert logic.variation_seeds(7, 3) == [7, 8, 9]
+    assert logic.variation_seeds(logic.MAX_SEED, 2) == [logic.MAX_SEED, 0]
+
+
+def test_seed_minus_one_draws_new_seeds_every_time():
+    drawn = logic.variation_seeds(-1, 4) + logic.variation_seeds(-1, 4)
+    assert len(set(drawn)) == 8 and all(0 <= s <= logic.MAX_SEED for s in drawn)
+
+
+@pytest.mark.parametrize("count", [0, logic.MAX_VARIATIONS + 1])
+def test_variations_out_of_range_are_refused(count):
+    with pytest.raises(ValueError, match="variations must be between 1 and"):
+        logic.variation_seeds(0, count)
+
+
+def test_the_pane_runs_the_draft_at_the_pane_size_with_the_dialogs_look():
+    pane = logic.pane_settings(strength=70, preserve_colors="luminance", seed=3)
+    full = logic.build_settings(
+        strength=70, size=0, quality="draft", preserve_colors="luminance", seed=3
+    )
+    assert pane == full.replace(size=0)  # the layer goes out already at the pane's size
+    assert pane.iterations < DEFAULTS.iterations and pane.scales == 1
+    assert logic.pane_scale(1600, 1200) == logic.PANE_SIDE / 1600
+    assert logic.pane_scale(100, 80) == 1.0  # never enlarged

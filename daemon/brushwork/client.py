@@ -477,11 +477,12 @@ class Client:
     def _request(self, request: Message, timeout: float | None = None) -> Message:
         """Send and wait for the reply carrying the same ref; error replies are raised."""
         self._send(request)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        waited = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + waited
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or self._went_away():
-                raise self._no_answer()
+                raise self._no_answer(waited)
             message = self._receive(min(left, HEARTBEAT_INTERVAL))
             if message is None:
                 continue
@@ -507,7 +508,7 @@ class Client:
             tokens = {j: self._tokens[j] for j in jobs if j in self._tokens}
             self._send(HeartbeatRequest(jobs=sorted(jobs), tokens=tokens))
         if now - max(self._last_heard, since) > self.timeout or self._went_away():
-            raise self._no_answer()
+            raise self._no_answer(self.timeout)
 
     def _receive(self, timeout: float) -> Message | None:
         """One decoded message, or None if none came within `timeout` seconds."""
@@ -521,7 +522,9 @@ class Client:
         except protocol.ProtocolError as e:
             raise BrushworkError(f"the daemon at {self.endpoint} sent a bad reply: {e}") from None
 
-    def _no_answer(self) -> BrushworkError:
+    def _no_answer(self, waited: float) -> BrushworkError:
+        """Why nothing answered in the `waited` seconds (the time really waited, not the
+        client's default timeout)."""
         refused = self._refused_handshake()
         if refused is not None:
             return HandshakeFailed(f"the daemon at {self.endpoint} {refused}")
@@ -532,10 +535,10 @@ class Client:
             )
         if self._heard_once:
             return NoDaemon(
-                f"the daemon at {self.endpoint} stopped answering (nothing for {self.timeout:g} s)"
+                f"the daemon at {self.endpoint} stopped answering (nothing for {waited:g} s)"
             )
         return NoDaemon(
-            f"no daemon at {self.endpoint} (no answer in {self.timeout:g} s; "
+            f"no daemon at {self.endpoint} (no answer in {waited:g} s; "
             "start one with `brushwork serve`)"
         )
 

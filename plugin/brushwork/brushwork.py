@@ -3,11 +3,13 @@
 
 Sends the active layer (the selection's box of it) to the Brushwork daemon and puts the
 stylized result in a new layer above it, repainted from the daemon's previews while the job
-runs; from GIMP's UI a progress window of its own shows where the job is and cancels it.
-The daemon is talked to on a thread of its own; every GIMP call stays on the main thread.
-Imports only the standard library, GIMP's GI modules and the shipped `brushwork` client
-package (pyzmq, imported when the filter runs: a GIMP without pyzmq still lists the filter,
-and running it says how to install pyzmq); decisions live in brushwork_logic.py.
+runs; the progress goes to GIMP's own (the image window's bar, text and Cancel). The dialog,
+with its preview pane, lives in brushwork_dialog.py; pixels in and out of GIMP in
+brushwork_gimp.py; decisions in brushwork_logic.py. The daemon is talked to on a thread of
+its own; every GIMP call stays on the main thread. Imports only the standard library,
+GIMP's GI modules and the shipped `brushwork` client package (pyzmq, imported when the
+filter runs: a GIMP without pyzmq still lists the filter, and running it says how to
+install pyzmq).
 """
 
 import functools
@@ -28,38 +30,18 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
+import brushwork_gimp as bg  # noqa: E402
 import brushwork_logic as logic  # noqa: E402
 from brushwork.errors import BrushworkError  # noqa: E402
-from brushwork.protocol import (  # noqa: E402
-    CANCELLED,
-    OUT_OF_MEMORY,
-    PreviewReply,
-    ProgressReply,
-    RawImage,
-)
+from brushwork.protocol import OUT_OF_MEMORY, PreviewReply, ProgressReply, RawImage  # noqa: E402
 from brushwork.settings import PRESERVE_COLORS  # noqa: E402
 
 PROCEDURE = "python-fu-brushwork-style"
 CLIENT_TIMEOUT = 30.0  # seconds of daemon silence before giving up (it heartbeats every 1 s)
-RECORD_ENV = "BRUSHWORK_RECORD_REPAINTS"  # a file to log each canvas repaint in (tests)
-PROGRESS_TITLE = "Neural Style Transfer: painting"  # the plug-in's own progress window
-PUMP_INTERVAL = 0.05  # seconds: how often the progress window handles its events
+SETTINGS_PARASITE = "brushwork-settings"  # on each result layer: what made it (JSON)
 _RW = GObject.ParamFlags.READWRITE
-# Every argument but style-image, in dialog order (see _dialog).
-DIALOG_ARGUMENTS = [
-    "painting",
-    "style-file",
-    "strength",
-    "size",
-    "tile",
-    "quality",
-    "preserve-colors",
-    "seed",
-    "server",
-]
-_U8 = {Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL}
 
 
 def _choice(values, labels):
@@ -67,6 +49,60 @@ def _choice(values, labels):
     for i, value in enumerate(values):
         choice.add(value, i, labels[i], "")
     return choice
+
+
+def add_arguments(proc):
+    """The filter's arguments (the dialog shows them in this order, but style-image): another
+    procedure reusing the dialog adds these, then its own."""
+    proc.add_choice_argument(
+        "painting", "_Painting", "A bundled public-domain painting as the style",
+        _choice(["none", *(v for v, _ in logic.PAINTINGS)],
+                ["None: the style file below", *(label for _, label in logic.PAINTINGS)]),
+        logic.DEFAULT_PAINTING, _RW,
+    )  # fmt: skip
+    proc.add_file_argument(
+        "style-file", "Style _file", "Image whose style is applied (wins over the painting)",
+        Gimp.FileChooserAction.OPEN, True, None, _RW,
+    )  # fmt: skip
+    proc.add_image_argument(
+        "style-image", "Style _image", "An open image as the style, instead of a file",
+        True, _RW,
+    )  # fmt: skip
+    proc.add_int_argument(
+        "strength", "S_trength", "How strongly the style shows (50: the daemon's default)",
+        0, 100, logic.DEFAULT_STRENGTH, _RW,
+    )  # fmt: skip
+    proc.add_int_argument(
+        "size", "Si_ze", "Long side in px to stylize at; 0 = the layer's own size",
+        0, 16384, 0, _RW,
+    )  # fmt: skip
+    proc.add_int_argument(
+        "tile", "Tile (p_x)", "Force tiling with tiles of this many px; 0 = only when needed",
+        0, 16384, 0, _RW,
+    )  # fmt: skip
+    proc.add_choice_argument(
+        "quality", "_Quality", "More iterations and scales take longer",
+        _choice(logic.QUALITIES, ("Draft (one scale, few steps)", "Normal", "High (slow)")),
+        "normal", _RW,
+    )  # fmt: skip
+    proc.add_choice_argument(
+        "preserve-colors", "_Keep colors", "Keep the layer's own colors",
+        _choice(PRESERVE_COLORS, ("No", "Luminance only transfer", "Match style histogram")),
+        "none", _RW,
+    )  # fmt: skip
+    proc.add_int_argument(
+        "seed", "Se_ed", "-1 = a new variation every run; the seed used is in the layer's name",
+        -1, logic.MAX_SEED, -1, _RW,
+    )  # fmt: skip
+    proc.add_int_argument(
+        "variations", "Variatio_ns", "How many seeds to run, each into a layer of its own",
+        1, logic.MAX_VARIATIONS, 1, _RW,
+    )  # fmt: skip
+    proc.add_string_argument(
+        "server", "Ser_ver (advanced; empty = this computer)",
+        "Another computer's Brushwork server as HOST:PORT; empty = the one on this computer",
+        "", _RW,
+    )  # fmt: skip
 
 
 class Brushwork(Gimp.PlugIn):
@@ -89,65 +125,25 @@ class Brushwork(Gimp.PlugIn):
             name,
         )
         proc.set_attribution("Brushwork", "Brushwork", "2025")
-        proc.add_choice_argument(
-            "painting", "_Painting", "A bundled public-domain painting as the style",
-            _choice(["none", *(v for v, _ in logic.PAINTINGS)],
-                    ["None: the style file below", *(label for _, label in logic.PAINTINGS)]),
-            "none", _RW,
-        )  # fmt: skip
-        proc.add_file_argument(
-            "style-file", "Style _file", "Image whose style is applied",
-            Gimp.FileChooserAction.OPEN, True, None, _RW,
-        )  # fmt: skip
-        proc.add_image_argument(
-            "style-image", "Style _image", "An open image as the style, instead of a file",
-            True, _RW,
-        )  # fmt: skip
-        proc.add_int_argument(
-            "strength", "S_trength", "How strongly the style shows (50: the daemon's default)",
-            0, 100, logic.DEFAULT_STRENGTH, _RW,
-        )  # fmt: skip
-        proc.add_int_argument(
-            "size", "Si_ze", "Long side in px to stylize at; 0 = the layer's own size",
-            0, 16384, 0, _RW,
-        )  # fmt: skip
-        proc.add_int_argument(
-            "tile", "Tile (p_x)", "Force tiling with tiles of this many px; 0 = only when needed",
-            0, 16384, 0, _RW,
-        )  # fmt: skip
-        proc.add_choice_argument(
-            "quality", "_Quality", "More iterations and scales take longer",
-            _choice(logic.QUALITIES, ("Draft (one scale, few steps)", "Normal", "High (slow)")),
-            "normal", _RW,
-        )  # fmt: skip
-        proc.add_choice_argument(
-            "preserve-colors", "_Keep colors", "Keep the layer's own colors",
-            _choice(PRESERVE_COLORS, ("No", "Luminance only transfer", "Match style histogram")),
-            "none", _RW,
-        )  # fmt: skip
-        proc.add_int_argument(
-            "seed", "Se_ed", "Random seed; -1 = a new one every run", -1, 2**31 - 1, -1, _RW
-        )
-        proc.add_string_argument(
-            "server", "Ser_ver (advanced; empty = this computer)",
-            "Another computer's Brushwork server as HOST:PORT; empty = the one on this computer",
-            "", _RW,
-        )  # fmt: skip
+        add_arguments(proc)
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, data):
         cancelled = procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        if run_mode == Gimp.RunMode.INTERACTIVE and not _dialog(procedure, config):
-            return cancelled
         try:
-            if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
-                raise BrushworkError("select exactly one layer (not a mask or a channel)")
-            if drawables[0].is_group():
-                raise BrushworkError("the active layer is a layer group; select a pixel layer")
-            # From GIMP's UI (the dialog, or Repeat) the run gets our own progress window.
-            _stylize(image, drawables[0], config, window=run_mode != Gimp.RunMode.NONINTERACTIVE)
-        except _Cancelled:
-            return cancelled
+            layer = _one_layer(drawables)
+            first_seed = None
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                import brushwork_dialog  # GTK: only runs from GIMP's UI load it
+
+                outcome = brushwork_dialog.run(procedure, config, image, layer)
+                if outcome.action == "cancel":
+                    return cancelled
+                if outcome.action == "keep-preview":
+                    _keep_preview(image, layer, config, outcome)
+                    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+                first_seed = outcome.seed
+            _stylize(image, layer, config, first_seed)
         except (BrushworkError, ValueError) as e:
             return _failure(procedure, str(e))
         except GLib.Error as e:
@@ -158,51 +154,12 @@ class Brushwork(Gimp.PlugIn):
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 
-def _dialog(procedure, config):
-    """Interactive run: GIMP's own dialog for the arguments (it remembers the last values).
-
-    GIMP 3.0's dialog has no widget for image arguments, so an image combo box stands in
-    for style-image.
-    """
-    GimpUi, Gtk = _gimp_ui()
-    dialog = GimpUi.ProcedureDialog.new(procedure, config, "Neural Style Transfer")
-    dialog.fill(list(DIALOG_ARGUMENTS))
-    use_image = Gtk.CheckButton.new_with_mnemonic("Use an open _image as the style instead:")
-    images = GimpUi.ImageComboBox.new(None)
-    chosen = config.get_property("style-image")
-    if chosen is not None and chosen.is_valid():
-        images.set_active(chosen.get_id())
-        use_image.set_active(True)
-    images.set_sensitive(use_image.get_active())
-    use_image.connect("toggled", lambda button: images.set_sensitive(button.get_active()))
-    row = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
-    row.pack_start(use_image, False, False, 0)
-    row.pack_start(images, False, False, 0)
-    content = dialog.get_content_area()
-    content.pack_start(row, False, False, 0)
-    # Right below the style file: the two ways of choosing a style belong together.
-    style_file = dialog.get_widget("style-file", GObject.TYPE_NONE)
-    if style_file is not None and style_file.get_parent() is content:
-        content.reorder_child(row, content.child_get_property(style_file, "position") + 1)
-    row.show_all()
-    ok = dialog.run()
-    if ok:
-        found, image_id = images.get_active()
-        style_image = Gimp.Image.get_by_id(image_id) if found and use_image.get_active() else None
-        config.set_property("style-image", style_image)
-    dialog.destroy()
-    return ok
-
-
-@functools.cache
-def _gimp_ui():
-    """GimpUi and Gtk, initialised once: only runs from GIMP's UI load them."""
-    gi.require_version("GimpUi", "3.0")
-    gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi, Gtk
-
-    GimpUi.init("brushwork")
-    return GimpUi, Gtk
+def _one_layer(drawables):
+    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
+        raise BrushworkError("select exactly one layer (not a mask or a channel)")
+    if drawables[0].is_group():
+        raise BrushworkError("the active layer is a layer group; select a pixel layer")
+    return drawables[0]
 
 
 def _failure(procedure, message):
@@ -212,84 +169,90 @@ def _failure(procedure, message):
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, error)
 
 
-def _client_module():
-    """brushwork.client, imported only now: without pyzmq the filter still registers, and
-    running it says what is missing and how to install it."""
-    try:
-        from brushwork import client
-    except ImportError as e:
-        raise BrushworkError(
-            logic.missing_module_message(e, sys.executable, os.path.join(_HERE, "lib"))
-        ) from None
-    return client
-
-
-class _Cancelled(Exception):
-    """The user pressed Cancel in the progress window."""
-
-
-def _stylize(image, layer, config, window):
-    client_module = _client_module()
-    settings = logic.build_settings(
+def _settings(config, seed):
+    return logic.build_settings(
         strength=config.get_property("strength"),
         size=config.get_property("size"),
         tile=config.get_property("tile"),
         quality=config.get_property("quality"),
         preserve_colors=config.get_property("preserve-colors"),
-        seed=config.get_property("seed"),
+        seed=seed,
     )
-    progress = _Progress(window)
+
+
+def _stylize(image, layer, config, first_seed=None):
+    """Runs the filter: one job per variation, each into a layer of its own (its own Undo),
+    one after the other. first_seed: the seed the dialog's preview showed (Seed -1)."""
+    client_module = bg.client_module()
+    seed = config.get_property("seed")
+    seeds = logic.variation_seeds(seed, config.get_property("variations"))
+    if seed < 0 and first_seed is not None:
+        seeds[0] = first_seed
+    for s in seeds:
+        _settings(config, s)  # every bad value is refused before any work
+    progress = _Progress()
     try:
-        high_bit_depth = image.get_precision() not in _U8
-        style, style_name = _read_style(config, high_bit_depth)
+        high_bit_depth = image.get_precision() not in bg.U8
+        style, style_name = bg.read_style(bg.style_source(config), high_bit_depth)
         box = logic.selection_box(layer.mask_intersect())
-        content = _read_pixels(layer, box, high_bit_depth, layer.has_alpha())
+        content = bg.read_pixels(layer, box, high_bit_depth, layer.has_alpha())
         plugin_config = logic.read_config(os.path.join(_HERE, logic.CONFIG_NAME))
         # An interactive run gives None for an empty string argument.
         endpoint = (config.get_property("server") or "").strip() or plugin_config.endpoint
-        live = _LiveLayer(image, layer, box, content, logic.layer_name(style_name))
-        previews = logic.preview_options(settings.iterations, box.width, box.height)
-
-        def shown(event):  # on the main thread
-            live.on_event(event)
-            if isinstance(event, ProgressReply):
-                text = client_module.progress_text(event) + client_module.eta_text(event)
-                progress.show(text, client_module.work_done(event))
-
-        def work(post):  # on the client's thread: no GIMP calls here, post() them
-            with client_module.Client(endpoint, timeout=CLIENT_TIMEOUT) as client:
-                post(functools.partial(progress.show, f"Connecting to the daemon at {endpoint}"))
-                ping = lambda t: client.hello(timeout=t)  # noqa: E731
-                logic.ensure_daemon(endpoint, plugin_config, ping, client_module.NoDaemon)
-                post(functools.partial(progress.show, "Waiting for the daemon"))
-                return client.stylize(
-                    content, [style], settings, cancel=progress.cancelled,
-                    on_event=lambda event: post(functools.partial(shown, event)), **previews,
-                )  # fmt: skip
-
-        try:
-            result = _in_background(work, progress)
-            if progress.cancelled.is_set():  # pressed as the result came in: still cancelled
-                raise _Cancelled
-            live.finish(result.image)
-        except client_module.DaemonError as e:
-            live.remove()
-            if e.code == CANCELLED and progress.cancelled.is_set():
-                raise _Cancelled from None
-            if e.code == OUT_OF_MEMORY:
-                raise BrushworkError(f"{e} (try a smaller size or a lower quality)") from None
-            raise
-        except BaseException:
-            live.remove()
-            raise
+        for number, s in enumerate(seeds, 1):
+            settings = _settings(config, s)
+            prefix = f"Variation {number} of {len(seeds)}: " if len(seeds) > 1 else ""
+            live = _LiveLayer(image, layer, box, content, logic.layer_name(style_name, s))
+            live.parasite = json.dumps({"style": style_name, **settings.to_dict()})
+            previews = logic.preview_options(settings.iterations, box.width, box.height)
+            job = functools.partial(
+                _run_job, client_module, endpoint, plugin_config, content, style, settings
+            )
+            _one_variation(client_module, job, live, progress, prefix, previews)
     finally:
         progress.end()
 
 
-def _in_background(work, progress):
-    """work(post) on a thread of its own, so that the progress window stays live while it
-    waits on the daemon; post(fn) has fn run here, on the main thread, where every GIMP call
-    must happen. Returns what work returned, or raises what it raised."""
+def _one_variation(client_module, job, live, progress, prefix, previews):
+    def shown(event):  # on the main thread
+        live.on_event(event)
+        if isinstance(event, ProgressReply):
+            text = client_module.progress_text(event) + client_module.eta_text(event)
+            progress.show(prefix + text, client_module.work_done(event))
+
+    try:
+        result = _in_background(lambda post: job(post, shown, progress, previews), progress.stopped)
+        live.finish(result.image)
+    except client_module.DaemonError as e:
+        live.remove()
+        if e.code == OUT_OF_MEMORY:
+            raise BrushworkError(f"{e} (try a smaller size or a lower quality)") from None
+        raise
+    except BaseException:
+        live.remove()
+        raise
+
+
+def _run_job(client_module, endpoint, plugin_config, content, style, settings, post, shown,
+             progress, previews):  # fmt: skip
+    """On the client's thread: no GIMP calls here, post() them."""
+    with client_module.Client(endpoint, timeout=CLIENT_TIMEOUT) as client:
+        post(functools.partial(progress.show, f"Connecting to the daemon at {endpoint}"))
+        logic.ensure_daemon(
+            endpoint, plugin_config, lambda t: client.hello(timeout=t), client_module.NoDaemon,
+            on_wait=lambda s: post(functools.partial(progress.show, logic.starting_text(s))),
+        )  # fmt: skip
+        post(functools.partial(progress.show, "Waiting for the daemon"))
+        return client.stylize(
+            content, [style], settings, cancel=progress.stopped,
+            on_event=lambda event: post(functools.partial(shown, event)), **previews,
+        )  # fmt: skip
+
+
+def _in_background(work, stopped):
+    """work(post) on a thread of its own; post(fn) has fn run here, on the main thread, where
+    every GIMP call must happen. Returns what work returned, or raises what it raised. A
+    posted call that fails (e.g. the image was closed) sets `stopped`, which stops the job."""
     calls = queue.Queue()
     outcome = []
 
@@ -303,20 +266,13 @@ def _in_background(work, progress):
     thread = threading.Thread(target=target, name="brushwork-client", daemon=True)
     thread.start()
     failure = None
-    while True:
-        progress.pump()
-        try:
-            call = calls.get(timeout=PUMP_INTERVAL)
-        except queue.Empty:
-            continue
-        if call is None:
-            break
+    while (call := calls.get()) is not None:
         if failure is None:
             try:
                 call()
-            except BaseException as e:  # e.g. the image was closed: stop the job, say why
+            except BaseException as e:
                 failure = e
-                progress.cancelled.set()
+                stopped.set()
     thread.join()
     if failure is not None:
         raise failure
@@ -327,124 +283,44 @@ def _in_background(work, progress):
 
 
 class _Progress:
-    """Where a run's progress shows, and how the user stops it.
-
-    From GIMP's UI, the plug-in's own window with a bar and a Cancel button, as GIMP's own
-    spyro-plus plug-in does. GIMP's progress bar in the image window has a Cancel too, but
-    GIMP answers it by killing the plug-in 10 ms after asking it to quit
-    (app/plug-in/gimpplugin.c), so the half-painted layer would stay; a plug-in that never
-    calls Gimp.progress_init never gets that bar, and our Cancel cancels the job, removes the
-    layer and returns CANCEL. Scripts (non-interactive runs) get GIMP's progress.
+    """GIMP's own progress: in the image window's status bar from the UI, the caller's for a
+    script. Its Cancel is GIMP's: GIMP ends the plug-in at once (app/plug-in/gimpplugin.c
+    kills it 10 ms after asking it to quit), so nothing of ours runs then. The daemon notices
+    the vanished client and stops the job within seconds; the result layer keeps the last
+    preview it was repainted with (what you saw), as one Undo step of its own.
     """
 
-    def __init__(self, window):
-        self.cancelled = threading.Event()  # read by the client's thread
-        self.dialog = None
-        if not window:
-            Gimp.progress_init("Neural style transfer")
-            return
-        GimpUi, Gtk = _gimp_ui()
-        self.dialog = GimpUi.Dialog(title=PROGRESS_TITLE, role="brushwork-progress")
-        self.dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
-        self.dialog.connect("response", lambda *_: self.cancel())  # Cancel, Escape, close
-        self.bar = Gtk.ProgressBar(show_text=True)
-        self.bar.set_size_request(420, -1)
-        area = self.dialog.get_content_area()
-        area.set_border_width(12)
-        area.pack_start(self.bar, False, False, 0)
-        GimpUi.window_set_transient(self.dialog)
-        self.dialog.show_all()
-        self.show("Starting")
+    def __init__(self):
+        self.stopped = threading.Event()  # set when a GIMP call fails: the job is stopped
+        Gimp.progress_init("Neural style transfer")
 
     def show(self, text, fraction=None):
-        if self.dialog is None:
-            Gimp.progress_set_text(text)
-            if fraction is not None:
-                Gimp.progress_update(fraction)
-            return
-        if not self.cancelled.is_set():
-            self.bar.set_text(text)
+        Gimp.progress_set_text(text)
         if fraction is not None:
-            self.bar.set_fraction(fraction)
-        self.pump()
-
-    def cancel(self):
-        self.cancelled.set()
-        self.dialog.set_response_sensitive(_gimp_ui()[1].ResponseType.CANCEL, False)
-        self.bar.set_text("Cancelling")
-
-    def pump(self):
-        """Let the window draw itself and notice Cancel."""
-        if self.dialog is not None:
-            Gtk = _gimp_ui()[1]
-            while Gtk.events_pending():
-                Gtk.main_iteration_do(False)
+            Gimp.progress_update(fraction)
+        bg.record("progress", text=text, fraction=fraction)
 
     def end(self):
-        if self.dialog is None:
-            Gimp.progress_end()
-            return
-        self.dialog.destroy()
-        self.pump()
-
-
-def _read_style(config, high_bit_depth):
-    """The style's pixels (flattened, no alpha) and its name: an open image wins over a
-    bundled painting, which wins over a file."""
-    style_image = config.get_property("style-image")
-    if style_image is not None:
-        return _flattened_pixels(style_image.duplicate(), high_bit_depth), style_image.get_name()
-    painting = config.get_property("painting")
-    if painting and painting != "none":
-        style_file = Gio.File.new_for_path(logic.painting_path(_HERE, painting))
-    else:
-        style_file = config.get_property("style-file")
-    if style_file is None or style_file.get_path() is None:
-        raise BrushworkError("choose a painting, a style file or an open style image")
-    path = style_file.get_path()
-    if not os.path.isfile(path):
-        raise BrushworkError(f"the style file {path} does not exist")
-    try:
-        loaded = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, style_file)
-    except GLib.Error as e:
-        raise BrushworkError(f"cannot read the style file {path}: {e.message}") from None
-    if loaded is None:
-        raise BrushworkError(f"cannot read the style file {path}: not an image GIMP can open")
-    return _flattened_pixels(loaded, high_bit_depth), path
-
-
-def _flattened_pixels(scratch_image, high_bit_depth):
-    """Pixels of a throw-away image after flattening it; the image is deleted afterwards."""
-    try:
-        flat = scratch_image.flatten()
-        box = logic.Box(0, 0, flat.get_width(), flat.get_height())
-        return _read_pixels(flat, box, high_bit_depth, alpha=False)
-    finally:
-        scratch_image.delete()
-
-
-def _read_pixels(drawable, box, high_bit_depth, alpha):
-    babl, dtype, channels = logic.wire_format(high_bit_depth, alpha)
-    rect = Gegl.Rectangle.new(box.x, box.y, box.width, box.height)
-    data = drawable.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE)
-    return RawImage(box.width, box.height, channels, dtype, bytes(data))
+        Gimp.progress_end()
 
 
 class _LiveLayer:
     """The result layer, there from the first progress event on: right above the source,
     over the selection's box (masked by the selection), repainted from the daemon's previews
-    every REPAINT_INTERVAL s, and finally given the result. Everything happens in one undo
-    group: one Undo removes the result. A failed or cancelled job removes the layer again.
+    every REPAINT_INTERVAL s, and finally given the result.
+
+    Its creation is one undo group, closed at once (a group left open while GIMP's Cancel
+    ends the plug-in would warn); repaints write its pixels without undo steps. So one Undo
+    removes the result, whether the job ended or was cancelled; a job that fails removes it.
     """
 
     def __init__(self, image, source, box, content, name):
         self.image, self.source, self.box, self.content, self.name = (
             image, source, box, content, name
         )  # fmt: skip
+        self.parasite = None  # JSON text attached to the layer: the settings that made it
         self.layer = None
-        self.grouped = False  # an undo group is open
         self.last_repaint = 0.0
-        self.record = os.environ.get(RECORD_ENV)
 
     def on_event(self, event):
         if self.layer is None:
@@ -457,7 +333,9 @@ class _LiveLayer:
             isinstance(event, PreviewReply)
             and time.monotonic() - self.last_repaint >= logic.REPAINT_INTERVAL
         ):
-            self._repaint(event)
+            self.paint(event.image)
+            self.last_repaint = time.monotonic()
+            bg.record("repaint", job=event.job, iteration=event.iteration, layer=self.name)
 
     def _create(self):
         image, box = self.image, self.box
@@ -467,41 +345,44 @@ class _LiveLayer:
             else Gimp.ImageType.RGBA_IMAGE
         )
         image.undo_group_start()
-        self.grouped = True
-        self.layer = Gimp.Layer.new(
-            image, self.name, box.width, box.height, kind, 100.0, Gimp.LayerMode.NORMAL
-        )
-        image.insert_layer(
-            self.layer, self.source.get_parent(), image.get_item_position(self.source)
-        )
-        _, off_x, off_y = self.source.get_offsets()
-        placed = box.moved(off_x, off_y)
-        self.layer.set_offsets(placed.x, placed.y)
-        if not Gimp.Selection.is_empty(image):
-            self.layer.add_mask(self.layer.create_mask(Gimp.AddMaskType.SELECTION))
+        try:
+            self.layer = Gimp.Layer.new(
+                image, self.name, box.width, box.height, kind, 100.0, Gimp.LayerMode.NORMAL
+            )
+            image.insert_layer(
+                self.layer, self.source.get_parent(), image.get_item_position(self.source)
+            )
+            _, off_x, off_y = self.source.get_offsets()
+            placed = box.moved(off_x, off_y)
+            self.layer.set_offsets(placed.x, placed.y)
+            if not Gimp.Selection.is_empty(image):
+                self.layer.add_mask(self.layer.create_mask(Gimp.AddMaskType.SELECTION))
+            if self.parasite:
+                data = self.parasite.encode()
+                parasite = Gimp.Parasite.new(SETTINGS_PARASITE, Gimp.PARASITE_PERSISTENT, data)
+                self.layer.attach_parasite(parasite)
+        finally:
+            image.undo_group_end()
         self._write(self.content)  # what the optimisation starts from
 
-    def _repaint(self, event):
+    def paint(self, image):
+        """Show a (preview) image, scaled to the box, with the layer's own transparency."""
+        if self.layer is None:
+            self._create()
         box, content = self.box, self.content
-        rgb = _scaled(event.image, box.width, box.height, content.dtype)
+        rgb = bg.scaled(image, box.width, box.height, content.dtype)
         data = rgb.data
         if content.channels == 4:
             data = logic.with_alpha(rgb.data, content.data, 1 if content.dtype == "u8" else 4)
         self._write(RawImage(box.width, box.height, content.channels, content.dtype, data))
-        self.last_repaint = time.monotonic()
-        if self.record:
-            with open(self.record, "a", encoding="utf-8") as f:
-                record = {"job": event.job, "iteration": event.iteration, "layer": self.name}
-                f.write(json.dumps(record) + "\n")
 
     def finish(self, result):
         """The daemon's result replaces the preview (scaled back to the box if needed)."""
         if self.layer is None:
             self._create()
         if (result.width, result.height) != (self.box.width, self.box.height):
-            result = _scaled(result, self.box.width, self.box.height, result.dtype)
+            result = bg.scaled(result, self.box.width, self.box.height, result.dtype)
         self._write(result)
-        self._close()
 
     def remove(self):
         """Take the layer away again, unless the user already did (or closed the image)."""
@@ -509,13 +390,6 @@ class _LiveLayer:
             self.image.remove_layer(self.layer)
             Gimp.displays_flush()
         self.layer = None
-        self._close()
-
-    def _close(self):
-        if self.grouped:
-            self.grouped = False
-            if self.image.is_valid():
-                self.image.undo_group_end()
 
     def _write(self, raw):
         buffer = self.layer.get_buffer()
@@ -526,36 +400,19 @@ class _LiveLayer:
         Gimp.displays_flush()
 
 
-def _scaled(raw, width, height, dtype):
-    """`raw` scaled to width x height by GIMP (cubic), in `dtype`: a throw-away image does
-    it, so nothing lands in the user's undo history."""
-    precision = (
-        Gimp.Precision.U8_NON_LINEAR if raw.dtype == "u8" else Gimp.Precision.FLOAT_NON_LINEAR
+def _keep_preview(image, layer, config, outcome):
+    """The dialog's "Keep preview": its pane's picture, scaled to the layer, as the result."""
+    high_bit_depth = image.get_precision() not in bg.U8
+    box = logic.selection_box(layer.mask_intersect())
+    content = bg.read_pixels(layer, box, high_bit_depth, layer.has_alpha())
+    settings = logic.pane_settings(
+        strength=config.get_property("strength"),
+        preserve_colors=config.get_property("preserve-colors"),
+        seed=outcome.seed,
     )
-    scratch = Gimp.Image.new_with_precision(
-        raw.width, raw.height, Gimp.ImageBaseType.RGB, precision
-    )
-    try:
-        scratch.undo_disable()
-        kind = Gimp.ImageType.RGBA_IMAGE if raw.channels == 4 else Gimp.ImageType.RGB_IMAGE
-        layer = Gimp.Layer.new(
-            scratch, "scaled", raw.width, raw.height, kind, 100.0, Gimp.LayerMode.NORMAL
-        )
-        scratch.insert_layer(layer, None, 0)
-        buffer = layer.get_buffer()
-        rect = Gegl.Rectangle.new(0, 0, raw.width, raw.height)
-        buffer.set(rect, logic.babl_format(raw.dtype, raw.channels), bytes(raw.data))
-        buffer.flush()
-        Gimp.context_push()
-        Gimp.context_set_interpolation(Gimp.InterpolationType.CUBIC)
-        layer.scale(width, height, False)
-        Gimp.context_pop()
-        rect = Gegl.Rectangle.new(0, 0, width, height)
-        fmt = logic.babl_format(dtype, raw.channels)
-        data = layer.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE)
-        return RawImage(width, height, raw.channels, dtype, bytes(data))
-    finally:
-        scratch.delete()
+    live = _LiveLayer(image, layer, box, content, logic.layer_name(outcome.style, outcome.seed))
+    live.parasite = json.dumps({"style": outcome.style, "preview": True, **settings.to_dict()})
+    live.paint(outcome.preview)
 
 
 Gimp.main(Brushwork.__gtype__, sys.argv)

@@ -6,9 +6,11 @@ decision of the plug-in gets plain unit tests outside GIMP; brushwork.py only mo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +23,8 @@ from brushwork.errors import BrushworkError
 from brushwork.protocol import DEFAULT_ENDPOINT
 from brushwork.settings import DEFAULT_STRENGTH as DEFAULT_STRENGTH  # the dialog's
 from brushwork.settings import QUALITIES as QUALITIES  # the dialog's
-from brushwork.settings import Settings
+from brushwork.settings import SEED_DRAWN_MAX as MAX_SEED  # the dialog's Seed range
+from brushwork.settings import Settings, draw_seed
 
 CONFIG_NAME = "brushwork.json"  # written by install/install.sh beside the plug-in
 HELLO_TIMEOUT = 2.0  # seconds: a daemon on this machine answers hello in milliseconds
@@ -34,9 +37,14 @@ PAINTINGS = (
     ("composition-vii", "Composition VII (Kandinsky, 1913)"),
     ("the-great-wave", "The Great Wave off Kanagawa (Hokusai, c. 1831)"),
 )
+DEFAULT_PAINTING = PAINTINGS[0][0]  # what a fresh profile's dialog opens with
 PREVIEWS_PER_JOB = 40  # previews the daemon sends over a job; the canvas shows some of them
 REPAINT_INTERVAL = 1.5  # seconds between two repaints of the canvas
 MAX_PREVIEW_SIDE = 512  # px: the layer is repainted from a preview at most this large
+PANE_SIDE = 160  # px: the dialog's preview pane styles the layer at most this large (draft)
+PANE_STYLE_SIDE = 512  # px: the style sent with a pane preview (the daemon scales it further)
+PANE_DELAY_MS = 400  # the pane refreshes once the user has stopped changing things this long
+MAX_VARIATIONS = 16
 
 _DEFAULTS = Settings()
 
@@ -46,8 +54,8 @@ def build_settings(
 ) -> Settings:
     """The Settings of one run: the plug-in's arguments over the daemon's defaults.
 
-    size 0 keeps the layer's own size; seed < 0 means a new random start every time; tile 0
-    lets the daemon decide whether to tile.
+    size 0 keeps the layer's own size; tile 0 lets the daemon decide whether to tile; seed
+    < 0 leaves the seed to the daemon (a run from GIMP draws one first: variation_seeds).
     """
     return (
         _DEFAULTS.at_strength(strength)
@@ -56,6 +64,30 @@ def build_settings(
             size=size, preserve_colors=preserve_colors, seed=None if seed < 0 else seed, tile=tile
         )
     )
+
+
+def pane_settings(*, strength: float, preserve_colors: str, seed: int) -> Settings:
+    """The Settings of a preview in the dialog's pane: the draft quality at the pane's size
+    (the layer is sent already scaled to at most PANE_SIDE px, so the daemon keeps its size)."""
+    draft = build_settings(
+        strength=strength, size=0, quality="draft", preserve_colors=preserve_colors, seed=seed
+    )
+    return draft.replace(size=0)
+
+
+def pane_scale(width: int, height: int) -> float:
+    """The factor that brings a width x height box to the pane (never enlarged)."""
+    return min(1.0, PANE_SIDE / max(width, height))
+
+
+def variation_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of `count` variations: seed, seed + 1, ... for a given seed (a favourite can
+    be repeated), newly drawn ones for seed < 0 (every run differs)."""
+    if not 1 <= count <= MAX_VARIATIONS:
+        raise ValueError(f"variations must be between 1 and {MAX_VARIATIONS}, got {count}")
+    if seed >= 0:
+        return [(seed + i) % (MAX_SEED + 1) for i in range(count)]
+    return [draw_seed() for _ in range(count)]
 
 
 @dataclass(frozen=True)
@@ -126,10 +158,29 @@ def with_alpha(rgb: bytes, rgba: bytes, itemsize: int) -> bytes:
     return bytes(out)
 
 
-def missing_module_message(error: ImportError, python: str, lib: str) -> str:
-    """One line: what the plug-in could not import and the exact command that fixes it."""
+def missing_module_message(
+    error: ImportError, python: str, lib: str, has_pip: bool | None = None, apt: bool | None = None
+) -> str:
+    """One line: what the plug-in could not import and a command that fixes it on this system.
+
+    A Python with pip gets pip's command into the plug-in's lib folder. Debian's and Ubuntu's
+    GIMP runs the system Python, which has no pip: there the distribution's package
+    python3-zmq is the fix. has_pip and apt say what this system has (None: look).
+    """
     if (error.name or "").split(".")[0] == "zmq":
-        fix = shlex.join([python, "-m", "pip", "install", "--target", lib, "pyzmq>=25"])
+        if has_pip is None:
+            has_pip = importlib.util.find_spec("pip") is not None
+        if apt is None:
+            apt = shutil.which("apt-get") is not None and python.startswith("/usr/bin/")
+        if has_pip:
+            fix = shlex.join([python, "-m", "pip", "install", "--target", lib, "pyzmq>=25"])
+        elif apt:
+            fix = "sudo apt-get install python3-zmq"
+        else:  # no pip, no apt: the installer brings a pyzmq built for this Python
+            return (
+                f"GIMP's Python ({python}) cannot import pyzmq ({error}); run Brushwork's "
+                "install/install.sh again, which puts a pyzmq for it beside the plug-in"
+            )
         return (
             f"GIMP's Python ({python}) cannot import pyzmq ({error}); install it for GIMP "
             f"with: {fix} (or run Brushwork's install/install.sh again)"
@@ -147,8 +198,15 @@ def style_label(path_or_name: str) -> str:
     return stem or "style"
 
 
-def layer_name(style: str) -> str:
-    return f"{style_label(style)} style"
+def layer_name(style: str, seed: int | None = None) -> str:
+    """The result layer's name; with the seed, so that a favourite can be repeated."""
+    name = f"{style_label(style)} style"
+    return name if seed is None else f"{name}, seed {seed}"
+
+
+def starting_text(seconds: float) -> str:
+    """What the progress says while an autostarted daemon loads."""
+    return f"Starting the Brushwork daemon (loading VGG16) ... {seconds:.0f} s"
 
 
 # --- Config ----------------------------------------------------------------------------------
@@ -223,12 +281,17 @@ Ping = Callable[[float], object]  # asks the daemon hello within a timeout; rais
 
 
 def ensure_daemon(
-    endpoint: str, config: PluginConfig, ping: Ping, no_daemon: type[Exception]
+    endpoint: str,
+    config: PluginConfig,
+    ping: Ping,
+    no_daemon: type[Exception],
+    on_wait: Callable[[float], object] | None = None,
 ) -> subprocess.Popen[bytes] | None:
     """Make sure a daemon answers at `endpoint`; start the configured one if it is allowed to.
 
     Returns the started process (None when one was already there). The started daemon runs
-    in its own session, so it outlives the plug-in and serves the next call too.
+    in its own session, so it outlives the plug-in and serves the next call too. While it
+    starts, on_wait(seconds waited) is called about once a second.
     """
     try:
         ping(HELLO_TIMEOUT)
@@ -243,7 +306,7 @@ def ensure_daemon(
             raise BrushworkError(f"{e}; autostart is off in {where}") from None
     log = config.daemon_log or default_daemon_log()
     process = start_daemon(config.daemon_command, log)
-    wait_for_daemon(process, ping, no_daemon, config.start_timeout, log)
+    wait_for_daemon(process, ping, no_daemon, config.start_timeout, log, on_wait)
     return process
 
 
@@ -284,16 +347,20 @@ def wait_for_daemon(
     no_daemon: type[Exception],
     timeout: float,
     log_path: str,
+    on_wait: Callable[[float], object] | None = None,
 ) -> None:
     """Poll hello until the started daemon answers; fail early if it exits, stop it if it
-    never answers."""
-    deadline = time.monotonic() + timeout
+    never answers. Messages give the seconds really waited."""
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
+        if on_wait is not None:
+            on_wait(time.monotonic() - started)
         code = process.poll()
         if code is not None:
             raise BrushworkError(
-                f"the daemon exited with status {code} while starting: "
-                f"{last_line(log_path)} (log: {log_path})"
+                f"the daemon exited with status {code} {time.monotonic() - started:.1f} s "
+                f"after it was started: {last_line(log_path)} (log: {log_path})"
             )
         left = deadline - time.monotonic()
         if left <= 0:
@@ -301,7 +368,8 @@ def wait_for_daemon(
             process.terminate()
             raise BrushworkError(
                 f"the daemon started with `{shlex.join(process.args)}` (pid {process.pid}) did "
-                f"not answer within {timeout:g} s, so it was stopped (log: {log_path})"
+                f"not answer in {time.monotonic() - started:.1f} s (start_timeout), so it was "
+                f"stopped (log: {log_path})"
             )
         try:
             ping(min(1.0, left))
