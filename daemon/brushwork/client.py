@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from threading import Event
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -287,9 +288,11 @@ class Client:
         output_dtype: str | None = None,
         token: str | None = None,
         lane: str = protocol.FULL,
+        **frame: Any,
     ) -> str:
         """Queue a stylization; returns its job id once the daemon accepted it.
 
+        `frame`: a clip's frame: previous, previous_results, temporal (PROTOCOL.md).
         Resubmitting with the same `job` id (e.g. after a timeout) never starts a second run;
         from another client it needs the job's `token` (see token()). Images over the
         daemon's limits are refused here, before sending them. `lane` PREVIEW: the job starts
@@ -311,9 +314,11 @@ class Client:
             preview_size=preview_size,
             output_dtype=output_dtype,
             lane=lane,
+            **frame,
         )
-        self._check_limits([content, *styles, *([init] if init else [])])
-        size = sum(i.nbytes for i in [content, *styles] + ([init] if init else []))
+        images = [image for _, image in request.images()]
+        self._check_limits(images)
+        size = sum(image.nbytes for image in images)
         self._events.setdefault(job, deque())  # from now on this job's events are kept
         try:
             reply = self._request(request, self.timeout + size / _UPLOAD_RATE)

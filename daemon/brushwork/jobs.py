@@ -106,13 +106,13 @@ def fingerprint(request: SubmitRequest) -> str:
     """What makes two submits the same request (pixels by shape only: hashing 64 MiB on the
     socket thread would stall every client; a reused id with other pixels of the same shape
     is a client bug this cannot catch)."""
-    images = [request.content, *request.styles, *([request.init] if request.init else [])]
     key = {
         "settings": request.settings.to_dict(),
         "preview": [request.preview_every, request.preview_size],
         "output_dtype": request.output_dtype,
         "lane": request.lane,
-        "images": [i.describe() for i in images],
+        "images": [[role, i.describe()] for role, i in request.images()],
+        "temporal": request.temporal and request.temporal.to_dict(),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 

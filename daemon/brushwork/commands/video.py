@@ -21,8 +21,10 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from brushwork import video_remote
 from brushwork.commands.stylize import add_settings_arguments, settings_from_args
 from brushwork.errors import BadInput
+from brushwork.remote import add_server_arguments
 
 MANIFEST = ".brushwork-video.json"  # in the frames folder: what made its frames
 
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo frames that exist")
     add_settings_arguments(p)
+    add_server_arguments(p)  # given (or $BRUSHWORK_SERVER): frames on that daemon
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default %(default)s)")
     add_weights_argument(p)
     p.set_defaults(run=run)
@@ -92,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
     _prepare(frames_dir, key, args.overwrite)
 
     names = [frames_dir / f"frame_{i:06d}.png" for i in range(1, clip.frames + 1)]
-    Clip(args, settings, hold, styles, clip, names).run(args.start, end)
+    if video_remote.wanted(args):
+        video_remote.run(args, settings, hold, styles, clip, names, args.start, end)
+    else:
+        Clip(args, settings, hold, styles, clip, names).run(args.start, end)
     if video.is_video_file(out):
         left_out = video.encode(
             names[args.start - 1 : end], out, clip.fps, None if clip.is_folder else clip,
