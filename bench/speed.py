@@ -65,11 +65,12 @@ def deepest(settings: Settings) -> str:
 
 def floor_passes(
     engine: Engine, side: int, layer: str, repeats: int = FLOOR_REPEATS
-) -> list[float]:
-    """Seconds of one forward to `layer` and backward to the pixels at side x side, after one
-    to warm up, `repeats` times. The pass is VGG16 as it stood when the unit was set (held in
-    the engine's dtype; channels_last on CUDA and in bf16, else contiguous), not as the
-    engine now runs it: what the engine gains on VGG itself counts in its favour."""
+) -> dict[str, list[float]]:
+    """Wall and CPU seconds of one forward to `layer` and backward to the pixels at side x
+    side, after one to warm up, `repeats` times. The pass is VGG16 as it stood when the unit
+    was set (held in the engine's dtype; channels_last on CUDA and in bf16, else
+    contiguous), not as the engine now runs it: what the engine gains on VGG itself counts
+    in its favour."""
     device, dtype = engine.device, engine.compute_dtype
     fast = device.type == "cuda" or dtype == torch.bfloat16
     layout = torch.channels_last if fast else torch.contiguous_format
@@ -77,16 +78,18 @@ def floor_passes(
     model.compute_in(device, dtype, layout)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, side, side, generator=g).to(device)
-    times = []
-    for _ in range(repeats + 1):
+    times: dict[str, list[float]] = {"wall": [], "cpu": []}
+    for i in range(repeats + 1):
         leaf = x.clone().requires_grad_(True)
         _sync(device)
-        start = time.perf_counter()
+        wall, cpu_time = time.perf_counter(), time.process_time()
         a = model(leaf, {layer})[layer]
         a.float().sum().backward()
         _sync(engine.device)
-        times.append(time.perf_counter() - start)
-    return times[1:]
+        if i:
+            times["wall"].append(time.perf_counter() - wall)
+            times["cpu"].append(time.process_time() - cpu_time)
+    return times
 
 
 def _sync(device: torch.device) -> None:
@@ -104,30 +107,40 @@ def _fit(path: Path, side: int) -> np.ndarray:
 
 
 def job_child(args: argparse.Namespace) -> dict:
-    """The job row, in this (fresh) process: time, level times, peak RSS, then the floor."""
-    settings = job_settings(args)
+    """A job's rows, in this (fresh) process: time, level times, peak RSS (and GPU memory),
+    then the floor."""
+    settings = job_settings(args, args.child_side)
+    cuda = args.device.startswith("cuda")
     engine = Engine(device=args.device, precision=args.precision)
     content, style = np.asarray(images.load(CONTENT)), np.asarray(images.load(STYLE))
-    marks: list[tuple[int, float]] = []
+    marks: list[tuple[float, float]] = []
 
     def progress(p) -> None:
         if p.step == p.steps:
-            marks.append((p.level, p.elapsed))
+            marks.append((time.perf_counter() - start, time.process_time() - start_cpu))
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    result = engine.stylize(content, [style], settings, progress=progress)
-    seconds = time.perf_counter() - start
+    start, start_cpu = time.perf_counter(), time.process_time()
+    every = max(1, settings.iterations // args.previews) if args.previews else 0
+    result = engine.stylize(
+        content, [style], settings, progress=progress, preview_every=every,
+        progress_every=10 if cuda else 1,  # on a GPU each report waits for the device
+    )  # fmt: skip
+    _sync(engine.device)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     if args.save:
         images.save(args.save, result.image)
     floor = floor_passes(engine, args.floor_side, deepest(settings))
-    ends = [t for _, t in marks]
     return {
         "seconds": seconds,
-        "levels": [b - a for a, b in zip([0.0, *ends], ends, strict=False)],
+        "cpu_seconds": cpu_seconds,
+        "levels": _differences([w for w, _ in marks]),
+        "levels_cpu": _differences([c for _, c in marks]),
         "peak_rss_mb": peak / 1024,
         "rss_before_job_mb": rss_before / 1024,
+        "gpu_mb": gpu_mb,
         "floor": floor,
         "losses": result.losses,
         "dtype": str(engine.compute_dtype).removeprefix("torch."),
@@ -135,8 +148,18 @@ def job_child(args: argparse.Namespace) -> dict:
     }
 
 
-def job_settings(args: argparse.Namespace) -> Settings:
-    s = Settings(size=args.job_side, seed=0)
+def _differences(ends: list[float]) -> list[float]:
+    return [b - a for a, b in zip([0.0, *ends], ends, strict=False)]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process `pid` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def job_settings(args: argparse.Namespace, side: int) -> Settings:
+    s = Settings(size=side, seed=0)
     if args.tiny:
         s = s.replace(iterations=TINY["iterations"])
     return s.replace(**dict(args.set))
@@ -147,8 +170,8 @@ def draft_settings(args: argparse.Namespace) -> Settings:
     return s.replace(size=args.draft_side)
 
 
-def run_job(args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--child", *sys.argv[1:]]
+def run_job(args: argparse.Namespace, side: int) -> dict:
+    command = [sys.executable, __file__, *sys.argv[1:], "--child", "--child-side", str(side)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "daemon"), str(HERE)])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -168,9 +191,10 @@ def run_drafts(args: argparse.Namespace) -> dict:
         with Client(endpoint, timeout=120) as client:
             client.stylize(content, [other], settings)
             for label in ("new style", "cached style"):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), _cpu_seconds(process.pid)
                 client.stylize(content, [pixels.from_array(style)], settings)
                 times[label] = time.perf_counter() - start
+                times[f"{label} cpu"] = _cpu_seconds(process.pid) - start_cpu
     finally:
         process.terminate()
         process.wait(30)
@@ -180,24 +204,39 @@ def run_drafts(args: argparse.Namespace) -> dict:
 
 
 def table(report: dict) -> str:
-    job, drafts = report.get("job"), report.get("drafts")
-    rows = ["| measure | seconds | floor passes |", "| --- | --- | --- |"]
-    if job:
-        floor = statistics.median(job["floor"])
-        rows.append(f"| floor pass ({report['floor_side']} px, to {report['deepest']}, "
-                    f"{job['dtype']}) | {floor:.3f} | 1 |")  # fmt: skip
-        rows.append(f"| {report['job_side']} px job, defaults | {job['seconds']:.1f} | "
-                    f"**{job['seconds'] / floor:.1f}** |")  # fmt: skip
-        for i, t in enumerate(job["levels"]):
-            rows.append(f"| level {i + 1} of the job | {t:.1f} | {t / floor:.1f} |")
-        rows.append(f"| peak RSS of the job | {job['peak_rss_mb']:.0f} MB | |")
+    """Wall and CPU seconds, each over the floor pass's own (on a loaded machine the CPU
+    times' ratio is the steadier: other processes stretch wall times unevenly)."""
+    drafts = report.get("drafts")
+    rows = [
+        "| measure | wall s | floor passes (wall) | CPU s | floor passes (CPU) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+    def row(name: str, wall: float, cpu_time: float, floor: dict, bold: bool = False) -> str:
+        w, c = statistics.median(floor["wall"]), statistics.median(floor["cpu"])
+        b = "**" if bold else ""
+        ratios = f"{b}{wall / w:.2f}{b} | {cpu_time:.2f} | {b}{cpu_time / c:.2f}{b}"
+        return f"| {name} | {wall:.2f} | {ratios} |"
+
+    for side, job in report.get("jobs", {}).items():
+        floor = job["floor"]
+        name = f"floor pass ({report['floor_side']} px, to {report['deepest']}, {job['dtype']})"
+        rows.append(
+            row(name, statistics.median(floor["wall"]), statistics.median(floor["cpu"]), floor)
+        )
+        rows.append(row(f"{side} px job", job["seconds"], job["cpu_seconds"], floor, True))
+        for i, (w, c) in enumerate(zip(job["levels"], job["levels_cpu"], strict=True)):
+            rows.append(row(f"level {i + 1} of the job", w, c, floor))
+        rows.append(f"| peak RSS of the {side} px job | {job['peak_rss_mb']:.0f} MB | | | |")
+        if job["gpu_mb"] is not None:
+            rows.append(f"| peak GPU memory of the {side} px job | {job['gpu_mb']:.0f} MB | | | |")
     if drafts:
-        floor = statistics.median(drafts["floor"])
-        rows.append(f"| floor pass, beside the daemon | {floor:.3f} | 1 |")
+        floor = drafts["floor"]
+        rows.append(row("floor pass, beside the daemon", statistics.median(floor["wall"]),
+                        statistics.median(floor["cpu"]), floor))  # fmt: skip
         for label in ("new style", "cached style"):
-            t = drafts[label]
-            rows.append(f"| {report['draft_side']} px draft, {label}, submit -> result | "
-                        f"{t:.2f} | **{t / floor:.2f}** |")  # fmt: skip
+            name = f"{report['draft_side']} px draft, {label}, submit -> result (daemon's CPU)"
+            rows.append(row(name, drafts[label], drafts[f"{label} cpu"], floor, True))
     return "\n".join(rows)
 
 
@@ -206,17 +245,27 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (engine rows)")
     parser.add_argument("--rows", default="job,drafts", help="job and/or drafts")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads here and in the daemon (0: torch's default); on a "
+                        "loaded machine 1 keeps CPU times honest (no spinning)")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: a dry run in seconds")
     parser.add_argument("--set", action="append", default=[], type=_setting,
                         metavar="KEY=JSON", help="override a setting (repeatable)")  # fmt: skip
     parser.add_argument("--tag", default="", help="suffix of the report's name")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--save", help="write the job's image here (the child only)")
+    parser.add_argument("--job-sides", default=str(JOB_SIDE), help="output sides of the jobs")
+    parser.add_argument("--previews", type=int, default=0,
+                        help="previews a job sends (the plug-in asks for 5; 0: none)")  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-side", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.floor_side = TINY["floor"] if args.tiny else FLOOR_SIDE
-    args.job_side = TINY["job"] if args.tiny else JOB_SIDE
+    args.job_sides = [TINY["job"]] if args.tiny else [int(v) for v in args.job_sides.split(",")]
     args.draft_side = TINY["draft"] if args.tiny else DRAFT_SIDE
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the daemon's
     if args.child:
         print(json.dumps(job_child(args)))
         return 0
@@ -228,15 +277,16 @@ def main() -> int:
         "device": args.device,
         "torch": torch.__version__,
         "precision": args.precision,
+        "threads": torch.get_num_threads(),
         "load_before": os.getloadavg()[0],
         "settings": dict(args.set),
         "floor_side": args.floor_side,
-        "job_side": args.job_side,
+        "job_sides": args.job_sides,
         "draft_side": args.draft_side,
-        "deepest": deepest(job_settings(args)),
+        "deepest": deepest(job_settings(args, args.job_sides[0])),
     }
     if "job" in args.rows:
-        report["job"] = run_job(args)
+        report["jobs"] = {side: run_job(args, side) for side in args.job_sides}
     if "drafts" in args.rows:
         report["drafts"] = run_drafts(args)
     report["load_after"] = os.getloadavg()[0]
@@ -244,6 +294,7 @@ def main() -> int:
     text = (
         f"# Speed in floor passes, {title}\n\n"
         f"{report['cpu']}; torch {report['torch']}, precision {args.precision}, "
+        f"{report['threads']} threads, "
         f"load average {report['load_before']:.1f} before, {report['load_after']:.1f} after; "
         f"settings changed: {report['settings'] or 'none'}.\n\n{table(report)}\n"
     )

@@ -24,12 +24,12 @@ def test_speed_dry_run_reports_every_row_in_floor_passes(weights_file: Path, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     (report,) = tmp_path.glob("speed-cpu-*.json")
     figures = json.loads(report.read_text())
-    job, drafts = figures["job"], figures["drafts"]
+    job, drafts = figures["jobs"]["64"], figures["drafts"]
     assert figures["deepest"] == "conv4_3" and figures["cpu"]
-    assert len(job["floor"]) == 3 and all(t > 0 for t in job["floor"])
+    assert len(job["floor"]["cpu"]) == 3 and all(t > 0 for t in job["floor"]["wall"])
     assert job["seconds"] > 0 and job["peak_rss_mb"] > job["rss_before_job_mb"] > 0
     assert len(job["levels"]) == 1  # 64 px: one level
     assert all(v == v for v in job["losses"].values())  # finite, not NaN
-    assert drafts["new style"] > 0 and drafts["cached style"] > 0
+    assert drafts["new style"] > 0 and drafts["cached style cpu"] > 0
     text = (tmp_path / report.name.replace(".json", ".md")).read_text()
-    assert "64 px job, defaults" in text and "48 px draft, cached style" in text
+    assert "64 px job" in text and "48 px draft, cached style" in text
