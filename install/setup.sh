@@ -3,14 +3,15 @@
 #   bash install/setup.sh            everything, ending with out/demo.png
 #   bash install/setup.sh --dev      also the test tools (pytest, hypothesis, ruff)
 #   bash install/setup.sh --no-demo  skip the sample stylization
+# Both set-ups include the video extra (PyAV and OpenCV, for `brushwork video`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="offline"
+extras="offline,video"
 demo=1
 for arg in "$@"; do
   case "$arg" in
-    --dev) extras="offline,dev" ;;
+    --dev) extras="offline,video,dev" ;;
     --no-demo) demo=0 ;;
     *) echo "setup.sh: unknown option $arg (use --dev, --no-demo)" >&2; exit 2 ;;
   esac
@@ -26,6 +27,6 @@ python="${PYTHON:-python3}"
 if [ "$demo" = 1 ]; then
   mkdir -p out
   .venv/bin/brushwork stylize examples/tubingen.jpg examples/starry_night.jpg \
-    -o out/demo.png --size 256 --seed 0
+    -o out/demo.png --size 256
   echo "setup.sh: done; the stylized sample is out/demo.png"
 fi

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brushwork import images
+from brushwork import images, manifest
 
 pytestmark = pytest.mark.weights
 
@@ -33,6 +33,11 @@ def batch_folder(inputs: Path, *extra: str) -> subprocess.CompletedProcess:
     """`brushwork batch` of the folder inputs/in, styled by inputs/style.jpg, into inputs/out."""
     style, out = str(inputs / "style.jpg"), str(inputs / "out")
     return brushwork("batch", str(inputs / "in"), "--style", style, "-o", out, *extra)
+
+
+def outputs(out: Path) -> list[str]:
+    """The images in an output folder (not its manifest)."""
+    return sorted(p.name for p in out.iterdir() if p.name != manifest.NAME)
 
 
 @pytest.fixture
@@ -57,7 +62,7 @@ def test_batch_stylizes_folders_and_globs_then_resumes(daemon, inputs):
     args += ["-o", str(out), "--server", daemon.endpoint, *FAST]
     first = brushwork("batch", *args)
     assert first.returncode == 0, first.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert outputs(out) == ["a.png", "b.png", "c.png"] and (out / manifest.NAME).exists()
     assert f"batch on the daemon at {daemon.endpoint}" in first.stderr
     assert "3 written, 0 skipped, 0 failed" in first.stderr
     c = images.load(out / "c.png")
@@ -76,7 +81,8 @@ def test_batch_stylizes_folders_and_globs_then_resumes(daemon, inputs):
     third = brushwork("batch", *args, "--overwrite")
     assert "3 written, 0 skipped, 0 failed" in third.stderr
     assert (out / "a.png").stat().st_mtime_ns != before
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    temporary = [p for p in out.iterdir() if p.name.startswith(".") and p.name != manifest.NAME]
+    assert not temporary
 
 
 def test_batch_lists_failures_and_exits_1_but_writes_the_rest(daemon, inputs):
@@ -88,7 +94,7 @@ def test_batch_lists_failures_and_exits_1_but_writes_the_rest(daemon, inputs):
     out = inputs / "out"
     done = batch_folder(inputs, "--server", daemon.endpoint, *FAST)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "huge.png"]
+    assert outputs(out) == ["a.png", "b.png", "huge.png"]
     assert images.load(out / "huge.png").shape == (40, 33, 3)
     # Reported in input order, whatever finished first.
     reported = [line.split("] ")[0] for line in done.stderr.splitlines() if line.startswith("[")]
@@ -134,7 +140,7 @@ def test_batch_waits_for_room_when_the_daemons_queue_is_full(daemon, inputs):
             blocker.cancel(job)
     assert batch.wait(120) == 0, log.read_text()
     assert "2 written, 0 skipped, 0 failed" in log.read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert outputs(out) == ["a.png", "b.png"]
 
 
 def test_batch_refuses_two_inputs_writing_the_same_output(inputs):

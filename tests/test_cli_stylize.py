@@ -14,7 +14,6 @@ import pytest
 from brushwork import images
 from brushwork.commands.stylize import add_settings_arguments, settings_from_args
 from brushwork.settings import Settings
-from engine_helpers import content_image, style_image
 from fixtures_daemon import free_port
 
 
@@ -26,14 +25,6 @@ def brushwork(*args: str, env: dict | None = None) -> subprocess.CompletedProces
         timeout=300,
         env={**os.environ, **(env or {})},
     )
-
-
-@pytest.fixture
-def pictures(tmp_path):
-    c, s = tmp_path / "content.png", tmp_path / "style.png"
-    images.save(c, content_image(channels=4) / 255)
-    images.save(s, style_image() / 255)
-    return c, s
 
 
 @pytest.mark.weights
@@ -89,7 +80,7 @@ def test_bad_content_file(tmp_path, pictures, make, text):
         (["-o", "missing-dir/out.png"], 2, "does not exist"),
         (["-o", "/proc/x.png"], 2, "/proc/x.png: cannot write in /proc ("),
         (["-o", "content.png/x.png"], 2, "content.png is a file, not a folder"),
-        (["--device", "tpu"], 1, "unknown device"),
+        (["--device", "tpu"], 2, "unknown device"),
         (["--seed", "-2"], 2, "--seed must be -1 (draw one) or a number >= 0"),
         (["--jpeg-quality", "101"], 2, "--jpeg-quality must be between 1 and 100"),
         (["--server", "localhost"], 2, "'localhost' is not a daemon address: use HOST:PORT"),

@@ -25,9 +25,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brushwork import protocol
+from brushwork import pixels, protocol
 from brushwork.client import Client, DaemonError
+from brushwork.clip import Clip, Segment, plan
 from brushwork.protocol import PreviewReply, ProgressReply, ResultReply
+from clip_helpers import CLIP, panned_clip, reader, style, warping_error
 from daemon_helpers import (
     ENDLESS,
     TINY,
@@ -296,6 +298,40 @@ def test_batch_keeps_both_workers_busy(ray_daemon, tmp_path):
         if a["started"] < b["finished"] and b["started"] < a["finished"]
     ]
     assert overlapping  # two in flight at once, not one after the other
+
+
+def test_a_clip_runs_as_two_chunks_at_once_faded_at_the_join(ray_daemon):
+    """12 frames, 2 workers: frames 0-5 on one, 4-11 on the other at the same time, 4 and 5
+    cross-faded; the join moves less between frames than frames styled alone do."""
+    clip, styles = panned_clip(frames=12), [style()]
+    chunks = plan([Segment(0, 12)], 2, overlap=2)
+    assert [(c.start, c.end, c.fade) for c in chunks] == [(0, 6, 0), (4, 12, 2)]
+    out: dict[int, np.ndarray] = {}
+    began = time.time()
+    with ray_daemon.client() as client:
+        Clip(client, reader(clip), out.__setitem__, styles, CLIP).run(chunks)
+        runs = [j for j in client.info().queue if (j["started"] or 0) >= began]
+        alone = [
+            pixels.to_array(
+                client.stylize(pixels.from_array(clip[t]), [pixels.from_array(styles[0])], CLIP,
+                               output_dtype="f32").image
+            )
+            for t in (5, 6)
+        ]  # fmt: skip
+    assert sorted(out) == list(range(12)) and len(runs) == 14  # the faded frames twice
+    assert {j["worker"] for j in runs} == {0, 1}
+    side_by_side = [
+        (a["id"], b["id"])
+        for a, b in itertools.combinations(runs, 2)
+        if a["worker"] != b["worker"]
+        and a["started"] < b["finished"]
+        and b["started"] < a["finished"]
+    ]
+    assert len(side_by_side) >= 4  # the chains ran at once, not one after the other
+    at_join = max(warping_error(out[t], out[t - 1]) for t in (4, 5, 6))
+    flicker = warping_error(alone[1], alone[0])
+    print(f"clip on 2 Ray workers: warping error at the join {at_join:.5f}, alone {flicker:.5f}")
+    assert at_join < flicker / 2
 
 
 def test_shutdown_cancels_stops_the_actors_and_leaves_no_ray_process(start_daemon):

@@ -31,7 +31,9 @@ def test_the_bar_moves_by_work_done_and_says_where_the_job_is():
     # The end of the coarse level: half of the steps, a fifth of the work.
     display(progress(5, 1, 0.2, elapsed=4.0))
     assert display.bar.n == 200
-    assert display.bar.desc == "Scale 1 of 2, step 5 of 5: 20%, loss 2.5, 4 s, about 16 s left"
+    assert display.bar.desc == (
+        "Scale 1 of 2, step 5 of 5: 20% of the job's time, loss 2.5, 4 s, about 16 s left"
+    )
     display(progress(5, 2, 1.0, elapsed=20.0))
     assert display.bar.n == 1000
     display.close()
@@ -45,7 +47,7 @@ def test_a_batch_bar_gives_each_image_its_share_and_the_batch_its_time_left(monk
     clock[0] += 10
     display(progress(3, 2, 0.5, elapsed=9.0))
     assert display.bar.n == 250  # half of the first of two images
-    assert display.bar.desc.startswith("[1/2] a.png: Scale 2 of 2, step 3 of 5: 50%")
+    assert display.bar.desc.startswith("[1/2] a.png: Scale 2 of 2, step 3 of 5: 50% of the job's")
     assert display.bar.desc.endswith("about 9 s left; batch: about 30 s left")
     display.job("[2/2] b.png: ", 1, 2)
     clock[0] += 20

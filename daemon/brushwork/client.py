@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from threading import Event
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -135,13 +136,15 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
     HOST:PORT without a scheme means tcp://HOST:PORT; anything else without one is an error.
     """
     endpoint = (endpoint or os.environ.get(ENV_SERVER) or protocol.DEFAULT_ENDPOINT).strip()
-    if "://" in endpoint:
+    scheme, _, _ = endpoint.partition("://")
+    if scheme in ("tcp", "ipc") and "://" in endpoint:
         return endpoint
     host, _, port = endpoint.rpartition(":")
-    if host and port.isdigit() and 0 < int(port) < 65536:
+    if "://" not in endpoint and host and port.isdigit() and 0 < int(port) < 65536:
         return f"tcp://{host}:{port}"
+    said = f"the daemon speaks no {scheme}://; " if "://" in endpoint else ""
     raise BadInput(
-        f"{endpoint!r} is not a daemon address: use HOST:PORT, tcp://HOST:PORT or ipc://PATH"
+        f"{endpoint!r} is not a daemon address: {said}use HOST:PORT, tcp://HOST:PORT or ipc://PATH"
     )
 
 
@@ -284,12 +287,16 @@ class Client:
         preview_size: int = 256,
         output_dtype: str | None = None,
         token: str | None = None,
+        lane: str = protocol.FULL,
+        **frame: Any,
     ) -> str:
         """Queue a stylization; returns its job id once the daemon accepted it.
 
+        `frame`: a clip's frame: previous, previous_results, temporal (PROTOCOL.md).
         Resubmitting with the same `job` id (e.g. after a timeout) never starts a second run;
         from another client it needs the job's `token` (see token()). Images over the
-        daemon's limits are refused here, before sending them.
+        daemon's limits are refused here, before sending them. `lane` PREVIEW: the job starts
+        before every full one and cancels this client's older previews (PROTOCOL.md).
         """
         job = job or new_job_id()
         # Chosen here, not by the daemon, so that a retry whose `accepted` was lost still
@@ -306,9 +313,12 @@ class Client:
             preview_every=preview_every,
             preview_size=preview_size,
             output_dtype=output_dtype,
+            lane=lane,
+            **frame,
         )
-        self._check_limits([content, *styles, *([init] if init else [])])
-        size = sum(i.nbytes for i in [content, *styles] + ([init] if init else []))
+        images = [image for _, image in request.images()]
+        self._check_limits(images)
+        size = sum(image.nbytes for image in images)
         self._events.setdefault(job, deque())  # from now on this job's events are kept
         try:
             reply = self._request(request, self.timeout + size / _UPLOAD_RATE)

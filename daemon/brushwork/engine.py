@@ -30,6 +30,7 @@ from brushwork.budget import (
     tile_for,
 )
 from brushwork.errors import BrushworkError
+from brushwork.flow import Guide
 from brushwork.optimize import Cancelled, CancelToken, Progress, Run
 from brushwork.scales import (
     Size,
@@ -183,10 +184,13 @@ class Engine:
         cancel: CancelToken | None = None,
         progress_every: int = 1,
         preview_side: int = PREVIEW_SIDE,
+        guide: Guide | None = None,
     ) -> Result:
         """progress_every > 1 reports only every N-th iteration (and the last, and those with
         a preview): on a GPU each report waits for the device, which costs about one
-        iteration's worth of overlap. Previews are at most `preview_side` px (long side)."""
+        iteration's worth of overlap. Previews are at most `preview_side` px (long side).
+        `guide` (a video frame, temporal.stylize_frame): each level starts from its target
+        where its mask holds the pixels, and adds the temporal term toward it."""
         start = time.perf_counter()
         if not styles:
             raise ValueError("at least one style image is needed")
@@ -238,6 +242,11 @@ class Engine:
                     x = _jittered(x, generator)
             else:
                 x = upscale(x, content_s)
+            if guide is not None:
+                target, mask = (t.to(x) for t in guide.at((h, w)))
+                target = color.luminance(target) if luminance else target
+                x = torch.lerp(x, target, mask)
+                run.held = (target, mask, guide.weight)
             targets = self._style_targets(style_s, blend, settings)
             if len(tile_plan) == 1:
                 x = run.optimize(x, content_s, targets, n)

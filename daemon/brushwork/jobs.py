@@ -4,6 +4,10 @@ Only the socket thread creates jobs and moves them to a finished state; the work
 queued jobs (queued -> running). The queue's lock makes "cancel a queued job" and
 "start it" mutually exclusive, so a job is never both cancelled and run.
 
+Two lanes (protocol.LANES): a queued preview starts before every queued full job, and on a
+pool whose workers can pause a full job (Pool.preempts) a running one yields to it at its next
+step (take_preview). A newer preview of one owner supersedes its older ones (superseded).
+
 A job belongs to the client that submitted it (`Job.owned_by`): its own connection, or any
 connection that shows the job's secret token, and with CURVE only from the submitter's key.
 """
@@ -16,9 +20,10 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from brushwork.protocol import ErrorReply, ResultReply, SubmitRequest, new_token
+from brushwork.protocol import FULL, PREVIEW, ErrorReply, ResultReply, SubmitRequest, new_token
 
 Peer = tuple[int, bytes]  # (index of the ROUTER socket, routing id of the client)
 
@@ -56,6 +61,7 @@ class Job:
     total: int
     token: str = field(default_factory=new_token, repr=False)  # the submitter's secret
     key: str | None = None  # the submitter's CURVE key: a job submitted with one stays with it
+    lane: str = FULL  # protocol.LANES
     state: str = "queued"
     submitted: float = field(default_factory=time.time)
     started: float | None = None
@@ -88,6 +94,7 @@ class Job:
             "started": self.started,
             "finished": self.finished,
             "worker": self.worker,
+            "lane": self.lane,
             "error": self.outcome.message if isinstance(self.outcome, ErrorReply) else None,
         }
         if not mine:
@@ -99,12 +106,13 @@ def fingerprint(request: SubmitRequest) -> str:
     """What makes two submits the same request (pixels by shape only: hashing 64 MiB on the
     socket thread would stall every client; a reused id with other pixels of the same shape
     is a client bug this cannot catch)."""
-    images = [request.content, *request.styles, *([request.init] if request.init else [])]
     key = {
         "settings": request.settings.to_dict(),
         "preview": [request.preview_every, request.preview_size],
         "output_dtype": request.output_dtype,
-        "images": [i.describe() for i in images],
+        "lane": request.lane,
+        "images": [[role, i.describe()] for role, i in request.images()],
+        "temporal": request.temporal and request.temporal.to_dict(),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -119,16 +127,18 @@ class QueueFull(Exception):
 
 
 class JobQueue:
-    """FIFO of queued jobs plus the running ones; blocking take() for the workers.
+    """Queued jobs in two lanes, previews first, each first in first out, plus the running
+    ones; blocking take() for the workers.
 
     `workers` is how many jobs run at once: a job's position counts the jobs that must end
-    before it starts.
+    before it starts. `preempts`: the workers pause a running full job for a preview.
     """
 
-    def __init__(self, limit: int, workers: int = 1) -> None:
+    def __init__(self, limit: int, workers: int = 1, preempts: bool = False) -> None:
         self.limit = limit
         self.workers = workers
-        self._queued: deque[Job] = deque()
+        self.preempts = preempts
+        self._lanes: dict[str, deque[Job]] = {PREVIEW: deque(), FULL: deque()}
         self._running: list[Job] = []
         self._closed = False
         self._cond = threading.Condition()
@@ -136,23 +146,50 @@ class JobQueue:
     def put(self, job: Job) -> int:
         """Queue a job; returns its position."""
         with self._cond:
-            if len(self._queued) >= self.limit:
+            if len(self) >= self.limit:
                 raise QueueFull
-            self._queued.append(job)
+            self._lanes[job.lane].append(job)
             self._cond.notify()
-            return self._ahead(len(self._queued) - 1)
+            return self._position(job)
 
     def take(self) -> Job | None:
         """The next job, now marked running; None once the queue is closed."""
         with self._cond:
-            while not self._queued and not self._closed:
+            while not len(self) and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
-            job = self._queued.popleft()
-            self._running.append(job)
-            job.state, job.started = "running", time.time()
-            return job
+            return self._start(self._lanes[PREVIEW] or self._lanes[FULL])
+
+    def take_preview(self, fits: Callable[[Job], bool]) -> Job | None:
+        """The next queued preview, now marked running, or None at once (also when it does
+        not `fit` beside the paused job: it waits for the worker then, still first in line).
+        A worker running a full job asks between its steps."""
+        with self._cond:
+            lane = self._lanes[PREVIEW]
+            ready = lane and not self._closed and fits(lane[0])
+            return self._start(lane) if ready else None
+
+    def _start(self, lane: deque[Job]) -> Job:
+        job = lane.popleft()
+        self._running.append(job)
+        job.state, job.started = "running", time.time()
+        return job
+
+    def superseded(self, new: Job, caller: Caller, token: str | None) -> list[Job]:
+        """The previews a new preview replaces: the queued and running previews `caller` owns
+        (its connection, or the new submit's token, which a client may reuse for all its
+        previews), so nobody's preview ever cancels another client's."""
+        with self._cond:
+            jobs = [*self._lanes[PREVIEW], *self._running]
+        return [
+            j
+            for j in jobs
+            if j is not new
+            and j.lane == PREVIEW
+            and j.state in ("queued", "running")
+            and j.owned_by(caller, token)
+        ]
 
     def done(self, job: Job) -> None:
         """A worker finished `job` (its outcome is on the way to the socket thread)."""
@@ -163,8 +200,9 @@ class JobQueue:
     def remove(self, job: Job) -> bool:
         """Take a queued job out; False if it is not queued (running or finished)."""
         with self._cond:
-            if job in self._queued:
-                self._queued.remove(job)
+            lane = self._lanes[job.lane]
+            if job in lane:
+                lane.remove(job)
                 return True
             return False
 
@@ -173,11 +211,17 @@ class JobQueue:
         with self._cond:
             if job in self._running:
                 return 0
-            if job in self._queued:
-                return self._ahead(self._queued.index(job))
+            if job in self._lanes[job.lane]:
+                return self._position(job)
             return None
 
-    def _ahead(self, index: int) -> int:
+    def _position(self, job: Job) -> int:
+        index = self._lanes[job.lane].index(job)
+        if job.lane == PREVIEW:
+            if self.preempts:  # the running full jobs pause for it, not the running previews
+                return index + sum(j.lane == PREVIEW for j in self._running)
+        else:
+            index += len(self._lanes[PREVIEW])
         # The job at `index` starts when index + 1 jobs have left the workers' hands: the
         # ones queued before it, and one more once every worker is busy.
         return max(0, index + len(self._running) - self.workers + 1)
@@ -186,7 +230,9 @@ class JobQueue:
         """Stop handing out jobs; returns the ones still queued (never to run)."""
         with self._cond:
             self._closed = True
-            left, self._queued = list(self._queued), deque()
+            left = [*self._lanes[PREVIEW], *self._lanes[FULL]]
+            for lane in self._lanes.values():
+                lane.clear()
             self._cond.notify_all()
             return left
 
@@ -196,4 +242,4 @@ class JobQueue:
             return list(self._running)
 
     def __len__(self) -> int:
-        return len(self._queued)
+        return sum(len(lane) for lane in self._lanes.values())

@@ -65,8 +65,7 @@ class Limits:
 
 def job_bytes(request: SubmitRequest) -> int:
     """What the daemon holds for a job until it ends: its frames."""
-    images = [request.content, *request.styles, *([request.init] if request.init else [])]
-    return sum(image.nbytes for image in images)
+    return sum(image.nbytes for _, image in request.images())
 
 
 def refusal(
@@ -96,10 +95,7 @@ def _too_large(request: SubmitRequest, limits: Limits, estimate: Estimate) -> st
         return f"a job blends at most {MAX_STYLES} style images; this one has {len(request.styles)}"
     limit = limits.max_pixels
     most = f"this daemon takes at most {limit / 1e6:.1f} Mpx"
-    images = [("content", request.content)]
-    images += [("style", s) for s in request.styles]
-    images += [("init", request.init)] if request.init else []
-    for role, image in images:
+    for role, image in request.images():
         if image.pixels > limit:
             return (
                 f"the {role} image is {image.width}x{image.height} = {image.pixels / 1e6:.1f}"
@@ -115,7 +111,7 @@ def _too_large(request: SubmitRequest, limits: Limits, estimate: Estimate) -> st
         (request.content.height, request.content.width),
         [(s.height, s.width) for s in request.styles],
         request.settings,
-        (request.init.height, request.init.width) if request.init else None,
+        _start_size(request),
     )
     h, w = peak.output
     if h * w > limit:
@@ -139,6 +135,13 @@ def _too_large(request: SubmitRequest, limits: Limits, estimate: Estimate) -> st
             f" {limits.max_job_bytes / 1e9:.1f} GB a job (lower the size)"
         )
     return None
+
+
+def _start_size(request: SubmitRequest) -> Size | None:
+    """The image a job starts from, beside its content: the init, or a clip frame's previous
+    result (warped to this frame), which the engine holds as it holds an init."""
+    start = request.init or next(iter(request.previous_results), None)
+    return (start.height, start.width) if start else None
 
 
 def _mb(size: int) -> str:

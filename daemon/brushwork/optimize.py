@@ -1,8 +1,9 @@
 """One stylize() run's optimisation: the steps at each pyramid level, tile by tile where a
 level is tiled, with progress, previews and the cancel token between steps.
 
-Each step is one evaluation of J(G) = a*Jc + b*Js + c*TV and one optimiser step (L-BFGS
-without line search), tensor ops only: the host syncs only when someone reads the numbers.
+Each step is one evaluation of J(G) = a*Jc + b*Js + c*TV (+ the temporal term, for a video
+frame) and one optimiser step (L-BFGS without line search), tensor ops only: the host syncs
+only when someone reads the numbers.
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ class Run:
         self.seconds_per_px: float | None = None  # measured in the latest timed level
         self.mark: tuple[float, int] | None = None  # (elapsed, cost_done): this level's 1st report
         self.fraction = 0.0
+        # The temporal term at this level: (target, mask, weight); None for a still image.
+        self.held: tuple[torch.Tensor, torch.Tensor, float] | None = None
 
     def begin_level(self, level: int) -> None:
         self.level, self.step, self.mark = level, 0, None
@@ -216,11 +219,13 @@ class Run:
         free: torch.Tensor | None = None,
         content_density: float | None = None,
         part: _Part | None = None,
+        tile: tiling.Tile | None = None,
     ) -> torch.Tensor:
         """`steps` optimiser steps on x; `preview` maps x to the image a preview shows;
         `free` (tiles) scales each pixel's steps, 0 holding it fixed (_Scaled);
-        `content_density` normalises the content term as for the whole image (tiles); and
-        `part` (tiles): both terms on the positions x owns, as parts of the whole image's."""
+        `content_density` normalises the content term as for the whole image (tiles);
+        `part` (tiles): both terms on the positions x owns, as parts of the whole image's;
+        `tile`: where x lies in the level (the temporal term's window of `held`)."""
         s = self.settings
         with torch.no_grad():
             content_target = self.features(content, {s.content_layer})[s.content_layer].float()
@@ -234,11 +239,20 @@ class Run:
             content_weight *= part.share
         layer_weights = self.style_weights(targets)
         layers = {s.content_layer, *s.style_layers}
+        temporal = None
+        if self.held is not None:
+            target, mask, weight = self.held
+            elements = target.numel()  # the level's: a tile's term is its share
+            if tile is not None:
+                target, mask = tile.of(target), tile.of(mask)
+            temporal = (target, mask, weight, elements)
         v = _Scaled(x, free) if free is not None else _Pixels(x)
         # L-BFGS: one function evaluation per step (no line search), so cancel and progress run
-        # every iteration; the curvature history lives for one scale (or tile).
+        # every iteration; the curvature history lives for one scale (or tile), whose `steps`
+        # push steps - 1 pairs: no more are kept (at 512 px 50 pairs held 236 MB).
+        history = min(HISTORY, max(1, steps - 1))
         opt = (
-            LBFGS(v.leaf, HISTORY, first_step=LBFGS_FIRST_STEP, max_step=LBFGS_MAX_STEP)
+            LBFGS(v.leaf, history, first_step=LBFGS_FIRST_STEP, max_step=LBFGS_MAX_STEP)
             if s.optimizer == "lbfgs"
             else None
         )
@@ -259,7 +273,9 @@ class Run:
                 ),
                 "tv": s.tv_weight * losses.tv_loss(x),
             }
-            terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+            if temporal is not None:
+                terms["temporal"] = losses.temporal_loss(x, *temporal)
+            terms["total"] = sum(terms.values())
             terms["total"].backward()
             with torch.no_grad():
                 if opt is not None:
@@ -329,7 +345,7 @@ class Run:
                     window, tile.of(content).to(x.device), targets, n,
                     preview=lambda t, tile=tile, i=i: canvas.pasted(tile, i, t),
                     free=canvas.free(tile, i).to(x.device), content_density=density,
-                    part=self._part(canvas, tile, i, window, image.total()),
+                    part=self._part(canvas, tile, i, window, image.total()), tile=tile,
                 )  # fmt: skip
                 canvas.add(tile, i, out)
                 image.update(canvas.pixels, tile)

@@ -3,8 +3,15 @@
 server.py gives the pool the job queue and an `emit` callback and never learns what runs the
 jobs: one Engine in this process (`LocalPool`), or Ray actors on a cluster (`ray_pool.py`,
 which server.create_pool imports only for `serve --ray`). Every worker has a thread that
-takes jobs from the queue in arrival order, runs each to its outcome and emits its events, so
-N workers run N jobs at once. `emit` is called on those threads; it must be thread-safe.
+takes jobs from the queue (previews first, then in arrival order), runs each to its outcome
+and emits its events, so N workers run N jobs at once. `emit` is called on those threads; it
+must be thread-safe.
+
+A pool that `preempts` pauses a running full job for a preview: between two of the full
+job's steps (its progress report) the worker runs every queued preview to its end on the
+same engine, then the full job goes on. The paused run's tensors stay where they are and
+nothing it reads changes, so its picture is the one it makes alone (tests/test_lanes.py);
+only its elapsed time counts the interlude.
 """
 
 from __future__ import annotations
@@ -25,12 +32,15 @@ from brushwork.budget import MEMORY_FRACTION, MemoryEstimate, device_memory, est
 from brushwork.engine import Engine, pick_device
 from brushwork.jobs import Job, JobQueue, job_error
 from brushwork.protocol import ErrorReply, Message, ResultReply
-from brushwork.scales import Size
+from brushwork.scales import Size, output_size
 from brushwork.settings import Settings
 from brushwork.weights import resolve_path
 from brushwork.worker import one_line, run_job
 
 log = logging.getLogger("brushwork.server")
+# The largest preview (output pixels) a running job pauses for; a larger one waits for the
+# worker, first in line: the paused job's memory stays held while a preview runs.
+PAUSE_FOR_PIXELS = 512 * 512
 
 Emit = Callable[[Job, Message], None]
 Outcome = ResultReply | ErrorReply
@@ -43,6 +53,7 @@ class Pool:
     device: str  # what `hello` reports: "cpu", "cuda:0", ...
     device_name: str
     weights: str  # path of the weights, shown by `info`
+    preempts = False  # a running full job pauses for a queued preview (the module's doc)
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -78,7 +89,14 @@ class Pool:
     def close(self) -> None:
         """Release the workers (after the queue closed and the threads ended, or gave up)."""
 
-    def _run(self, worker: int, job: Job, emit: Callable[[Message], None]) -> Outcome:
+    def _run(
+        self,
+        worker: int,
+        job: Job,
+        emit: Callable[[Message], None],
+        interlude: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """Run `job` to its outcome; a pool that preempts calls `interlude` between steps."""
         raise NotImplementedError
 
     def _describe(self, worker: int) -> dict[str, Any]:
@@ -119,23 +137,49 @@ class Pool:
 
     def _work(self, worker: int, jobs: JobQueue, emit: Emit) -> None:
         while (job := jobs.take()) is not None:
-            self._running[worker], job.worker = job, worker
-            log.info("job %s running on worker %d", job.id, worker)
-            try:
-                outcome = self._run(worker, job, lambda e, job=job: emit(job, e))
-            except Exception as e:  # a bug here must not end the worker (nor, the last, serve)
-                log.exception("job %s failed on worker %d", job.id, worker)
-                message = f"job {job.id} failed: {one_line(e)}"
-                outcome = job_error(job.id, protocol.INTERNAL, message)
-            job.finished = time.time()  # here, not on the socket thread: before the next starts
-            self._running[worker] = None
-            self._done[worker] += 1
-            emit(job, outcome)
-            jobs.done(job)
+            self._serve(worker, job, jobs, emit)
+
+    def _serve(self, worker: int, job: Job, jobs: JobQueue, emit: Emit) -> None:
+        paused = self._running[worker]  # the full job a preview interrupts, if any
+        self._running[worker], job.worker = job, worker
+        log.info("job %s running on worker %d", job.id, worker)
+        interlude = None
+        if self.preempts and job.lane == protocol.FULL:
+            interlude = lambda: self._interlude(worker, job, jobs, emit)  # noqa: E731
+        try:
+            outcome = self._run(worker, job, lambda e: emit(job, e), interlude)
+        except Exception as e:  # a bug here must not end the worker (nor, the last, serve)
+            log.exception("job %s failed on worker %d", job.id, worker)
+            message = f"job {job.id} failed: {one_line(e)}"
+            outcome = job_error(job.id, protocol.INTERNAL, message)
+        job.finished = time.time()  # here, not on the socket thread: before the next starts
+        self._running[worker] = paused
+        self._done[worker] += 1
+        emit(job, outcome)
+        jobs.done(job)
+
+    def _interlude(self, worker: int, paused: Job, jobs: JobQueue, emit: Emit) -> None:
+        """Between two steps of the full job `paused`: run the queued previews."""
+        while (preview := jobs.take_preview(_fits_beside)) is not None:
+            log.info("job %s pauses for preview %s", paused.id, preview.id)
+            self._serve(worker, preview, jobs, emit)
+
+
+def _fits_beside(job: Job) -> bool:
+    """A preview small enough to run while a paused job holds its memory: its output at most
+    PAUSE_FOR_PIXELS."""
+    request = job.request
+    if request is None:
+        return False
+    h, w = output_size(request.content.height, request.content.width, request.settings.size)
+    return h * w <= PAUSE_FOR_PIXELS
 
 
 class LocalPool(Pool):
-    """One worker: an Engine on this machine's device, run on one thread."""
+    """One worker: an Engine on this machine's device, run on one thread; a preview pauses
+    the running full job (the module's doc)."""
+
+    preempts = True
 
     def __init__(self, device: str = "auto", weights: str | os.PathLike[str] | None = None):
         super().__init__(1)
@@ -174,7 +218,13 @@ class LocalPool(Pool):
             "threads": torch.get_num_threads(),
         }
 
-    def _run(self, worker: int, job: Job, emit: Callable[[Message], None]) -> Outcome:
+    def _run(
+        self,
+        worker: int,
+        job: Job,
+        emit: Callable[[Message], None],
+        interlude: Callable[[], None] | None = None,
+    ) -> Outcome:
         assert self._engine is not None and job.request is not None, "load() first"
         queued = (job.started or job.submitted) - job.submitted
-        return run_job(self._engine, job.request, emit, job.cancel, queued)
+        return run_job(self._engine, job.request, emit, job.cancel, queued, interlude)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from brushwork.errors import BrushworkError, shown
-from brushwork.settings import MAX_SIDE, Settings
+from brushwork.settings import MAX_SIDE, Settings, Temporal
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 5580
@@ -38,6 +38,10 @@ MAX_HEADER_BYTES = 1 << 20  # a header is a few hundred bytes; this bounds a hos
 # Pixel types on the wire and their sizes in bytes (little-endian; f32 is IEEE 754).
 DTYPES = {"u8": 1, "u16": 2, "f32": 4}
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+# A submit's lane: "preview" jobs start before every "full" one, and a newer preview of the
+# same owner cancels its older ones (PROTOCOL.md, "Lanes").
+FULL, PREVIEW = "full", "preview"
+LANES = (FULL, PREVIEW)
 FINISHED_STATES = ("done", "failed", "cancelled")
 
 # Error codes of `error` replies: the machine-readable half; `message` is the human one.
@@ -188,6 +192,30 @@ class SubmitRequest(Message):
     preview_every: int = 0  # send a preview every N iterations; 0 = never
     preview_size: int = 256  # long side of previews in px
     output_dtype: str | None = None  # dtype of the result; None = the content's
+    lane: str = FULL  # PREVIEW: ahead of every full job, superseding the owner's older ones
+    # A frame of a clip (Ruder et al. 2016): the content frames before this one and their
+    # stylised results, the nearest first, one per offset of `temporal.offsets` (a prefix of
+    # them: a clip's second frame has only the frame before it). The daemon warps the results
+    # to this frame along the optical flow and holds the frame to them where the flow can be
+    # trusted. None of them: a still image (or a clip's first frame).
+    previous: list[RawImage] = field(default_factory=list)
+    previous_results: list[RawImage] = field(default_factory=list)
+    temporal: Temporal | None = None  # how firmly; None = the defaults
+
+    def __post_init__(self) -> None:
+        if self.previous or self.previous_results:
+            offsets = (self.temporal or Temporal()).offsets
+            _check_previous(self.content, self.previous, self.previous_results, offsets)
+
+    def images(self) -> list[tuple[str, RawImage]]:
+        """Every image the job holds, by role: what counts against the daemon's limits."""
+        return [
+            ("content", self.content),
+            *(("style", s) for s in self.styles),
+            *([("init", self.init)] if self.init is not None else []),
+            *(("previous", i) for i in self.previous),
+            *(("previous_result", i) for i in self.previous_results),
+        ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,6 +375,8 @@ _IMAGE_FIELDS = {
     "styles": ("style", True),
     "init": ("init", False),
     "image": ("image", False),
+    "previous": ("previous", True),
+    "previous_results": ("previous_result", True),
 }
 
 
@@ -367,7 +397,7 @@ def encode(message: Message) -> list[bytes | bytearray | memoryview]:
                     descriptions.append({"role": role, **image.describe()})
                     frames.append(image.data)
         elif value is not None:
-            header[f.name] = value.to_dict() if isinstance(value, Settings) else value
+            header[f.name] = value.to_dict() if isinstance(value, Settings | Temporal) else value
     if descriptions:
         header["frames"] = descriptions
     return [_dump(header), *frames]
@@ -502,6 +532,46 @@ def _take_images(
 # --- Field checks: one per field name, the same meaning in every message --------------------
 
 
+def _check_previous(
+    content: RawImage,
+    previous: list[RawImage],
+    results: list[RawImage],
+    offsets: tuple[int, ...],
+) -> None:
+    """A clip's frame: a result for every previous frame, at most one per temporal offset;
+    the previous frames at the content's size, their results of its shape (the output size
+    of a job at any size: the daemon resizes them)."""
+    if len(previous) != len(results):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"{len(previous)} 'previous' and {len(results)} 'previous_result' frames: each"
+            " earlier content frame goes with its stylised result",
+        )
+    if len(previous) > len(offsets):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"{len(previous)} previous frames for {len(offsets)} temporal offsets"
+            f" {list(offsets)}: send at most one a offset",
+        )
+    size = lambda i: f"{i.width}x{i.height}"  # noqa: E731
+    for frame, result in zip(previous, results, strict=True):
+        if (frame.width, frame.height) != (content.width, content.height):
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"a previous frame is {size(frame)} and the content {size(content)}: a clip's"
+                " frames must all have one size",
+            )
+        # Within a pixel's rounding of the content's aspect, as any output size of it is.
+        if abs(result.width * content.height - result.height * content.width) > max(
+            content.width, content.height
+        ):
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"a previous result is {size(result)}, not the shape of the {size(content)}"
+                " content: send the result its frame's job returned",
+            )
+
+
 def _check_int(name: str, v: Any, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ProtocolError(BAD_REQUEST, f"{name} must be an integer in {lo}..{hi}, got {shown(v)}")
@@ -596,6 +666,13 @@ def _check_settings(name: str, v: Any) -> Settings:
         raise ProtocolError(BAD_SETTINGS, f"bad settings: {e}") from None
 
 
+def _check_temporal(name: str, v: Any) -> Temporal:
+    try:
+        return Temporal.from_dict(v)
+    except (ValueError, TypeError) as e:
+        raise ProtocolError(BAD_SETTINGS, f"bad temporal settings: {e}") from None
+
+
 def _count(name: str, v: Any) -> int:
     return _check_int(name, v, 0, 2**53)
 
@@ -612,6 +689,8 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "preview_every": lambda n, v: _check_int(n, v, 0, 100_000),
     "preview_size": lambda n, v: _check_int(n, v, 16, 4096),
     "output_dtype": _check_choice(tuple(DTYPES)),
+    "lane": _check_choice(LANES),
+    "temporal": _check_temporal,
     "server": _check_str,
     "protocol": _count,
     "device": _check_str,

@@ -260,7 +260,15 @@ class RayPool(Pool):
 
     # --- Running a job (on the worker's thread) ------------------------------------------
 
-    def _run(self, worker: int, job: Job, emit: Callable[[Message], None]) -> Outcome:
+    def _run(
+        self,
+        worker: int,
+        job: Job,
+        emit: Callable[[Message], None],
+        interlude: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """Previews jump the queue here but do not pause a running job (preempts is False):
+        the job runs in the actor, which would need the preview's frames first."""
         request = job.request
         assert request is not None
         styles = [self._style_ref(s) for s in request.styles]

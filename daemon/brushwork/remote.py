@@ -20,6 +20,7 @@ from brushwork.client import (
     NoDaemon,
     work_done,
 )
+from brushwork.errors import BadInput
 from brushwork.protocol import DEFAULT_ENDPOINT, PreviewReply, ProgressReply
 from brushwork.settings import Settings
 
@@ -27,6 +28,28 @@ if TYPE_CHECKING:
     from brushwork.engine import CancelToken, Progress, Result
 
 PROBE_TIMEOUT = 1.0  # seconds a daemon has to answer before the CLI runs in-process
+
+
+DEVICES = ("auto", "cuda", "mps", "cpu")  # engine.pick_device's; cuda:N names one GPU
+
+
+def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--device, its name checked as the options are read (a usage error, exit 2)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=_device,
+        help=f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]} (default %(default)s)",
+    )
+
+
+def _device(text: str) -> str:
+    kind, colon, index = text.partition(":")
+    if kind not in DEVICES or (colon and not index.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}: use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}"
+        )
+    return text
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +101,10 @@ def load_inputs(
 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
     """A job's image files read, each large one at the size the job needs (images.load's
     `fit`: the content and init at the output size, the styles at the finest level's)."""
+    roles = [(content, "the content"), *((p, "a style") for p in styles), (init, "--init")]
+    for path, role in roles:
+        if path is not None and path.is_dir():
+            raise BadInput(f"{path}: is a folder; {role} is one image file (batch takes folders)")
     from brushwork import images, scales
 
     fitted = images.load(content, fit=lambda h, w: scales.output_size(h, w, settings.size))

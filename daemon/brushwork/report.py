@@ -17,12 +17,15 @@ _TICKS = 1000  # the bar's resolution
 
 
 def summary(p: ProgressReply) -> str:
-    """ "Scale 2 of 3, step 40 of 67: 31 %, loss 12.5, 20 s, about 44 s left".
-    (`p` may also be the engine's Progress: the same fields.)"""
+    """ "Scale 2 of 3, step 40 of 67: 31% of the job's time, loss 12.5, 20 s, about 44 s
+    left". The share is of the time (the bar's), not of the steps: the first step of a job
+    also describes the style, and a finer level's steps take longer, so the two differ and
+    the line says which it is. (`p` may also be the engine's Progress: the same fields.)"""
     loss = p.losses.get("total")
     loss_text = f", loss {loss:.4g}" if loss is not None else ""
     return (
-        f"{progress_text(p)}: {work_done(p):.0%}{loss_text}, {duration_text(p.elapsed)}"
+        f"{progress_text(p)}: {work_done(p):.0%} of the job's time{loss_text}, "
+        f"{duration_text(p.elapsed)}"
         f"{eta_text(p)}"
     )
 

@@ -227,7 +227,7 @@ class Server:
         """Answer requests and run jobs on `pool` until `stop` is set, then shut down
         cleanly: queued jobs get an error, running ones are cancelled, the sockets close."""
         self._pool = pool
-        self.queue.workers = pool.size
+        self.queue.workers, self.queue.preempts = pool.size, pool.preempts
         pool.start(self.queue, self._emit)
         poller = zmq.Poller()
         for sock in self.sockets:
@@ -434,6 +434,7 @@ class Server:
             total=request.settings.iterations,
             token=request.token or new_token(),
             key=caller.key,
+            lane=request.lane,
         )
         try:
             position = self.queue.put(job)
@@ -443,11 +444,14 @@ class Server:
                 protocol.QUEUE_FULL,
                 f"the queue is full ({self.limits.max_queue} jobs waiting); try again later",
             )
+        for old in self.queue.superseded(job, caller, request.token):
+            self._cancel(old, "superseded by a newer preview")
         self.jobs[job.id] = job
         log.info(
-            "job %s queued at %d: %dx%d, %d styles, %d iterations",
+            "job %s queued at %d in the %s lane: %dx%d, %d styles, %d iterations",
             job.id,
             position,
+            job.lane,
             request.content.width,
             request.content.height,
             len(request.styles),

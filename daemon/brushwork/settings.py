@@ -261,3 +261,38 @@ def _float_range(name: str, v: Any, lo: float, hi: float) -> None:
 def _choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
     if v not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {shown(v)}")
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """How a video frame is held to the frames before it (temporal.stylize_frame; Ruder et al.
+    2016). Apart from Settings: a still image has none of it."""
+
+    weight: float = 100.0  # of the temporal term, beside content 1 and style 5 (docs/video.md)
+    # The earlier frames each frame is held to, as offsets back: 1 is the frame before; the
+    # long-term ones (2, 4) hold a pixel hidden in the frame before to where it was last seen.
+    offsets: tuple[int, ...] = (1, 2, 4)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.offsets, list | tuple):
+            raise ValueError(f"temporal offsets must be a list, got {shown(self.offsets)}")
+        object.__setattr__(self, "offsets", tuple(self.offsets))
+        _float_range("temporal weight", self.weight, 0.0, 1e12)
+        if not self.offsets or len(self.offsets) > 8:
+            raise ValueError(f"temporal offsets must be 1 to 8 frames, got {len(self.offsets)}")
+        for k in self.offsets:
+            _int_range("temporal offsets", k, 1, 1000)
+        if list(self.offsets) != sorted(set(self.offsets)):
+            raise ValueError("temporal offsets must increase, each named once")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "offsets": list(self.offsets)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Temporal:
+        if not isinstance(d, dict):
+            raise ValueError("temporal settings must be a JSON object")
+        unknown = sorted(set(d) - {"weight", "offsets"})
+        if unknown:
+            raise ValueError(f"unknown temporal setting {shown(unknown[0])}")
+        return cls(**d)

@@ -6,6 +6,7 @@ it only calls `emit` with messages.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from brushwork import pixels, protocol
-from brushwork.engine import Cancelled, Engine, Progress
+from brushwork.engine import Cancelled, Engine, Progress, Result
 from brushwork.errors import BrushworkError
 from brushwork.jobs import Cancel, job_error
 from brushwork.protocol import (
@@ -25,6 +26,7 @@ from brushwork.protocol import (
     SubmitRequest,
 )
 from brushwork.scales import output_size
+from brushwork.settings import Temporal
 
 log = logging.getLogger("brushwork.server")
 GPU_PROGRESS_EVERY = 10
@@ -40,9 +42,11 @@ def run_job(
     emit: Callable[[Message], None],
     cancel: Cancel,
     queued: float = 0.0,
+    interlude: Callable[[], None] | None = None,
 ) -> ResultReply | ErrorReply:
     """Run one job on the engine; every failure becomes an ErrorReply (the worker lives).
-    `queued`: seconds the job waited, for the result."""
+    `queued`: seconds the job waited, for the result. `interlude`: called between steps,
+    after each progress report (the pool runs previews there, pool.py)."""
     job = request.job
     done = 0
 
@@ -59,9 +63,11 @@ def run_job(
                     image=pixels.from_float(p.preview, "u8"),  # long side <= preview_size
                 )
             )
+        if interlude is not None:
+            interlude()
 
     try:
-        result = engine.stylize(
+        result = _stylize(engine, request)(
             pixels.to_array(request.content),
             [pixels.to_array(s) for s in request.styles],
             request.settings,
@@ -104,6 +110,30 @@ def run_job(
         settings=result.settings,
         device=result.device,
     )
+
+
+def _stylize(engine: Engine, request: SubmitRequest) -> Callable[..., Result]:
+    """Engine.stylize, or for a clip's frame (previous frames given) temporal.stylize_frame
+    with them: the same arguments, the same Result."""
+    if not request.previous:
+        return engine.stylize
+    from brushwork import temporal
+
+    try:  # OpenCV (DIS optical flow), which flow.py imports only when a frame needs it
+        import cv2  # noqa: F401
+    except ModuleNotFoundError as e:  # the video extra is missing
+        raise BrushworkError(
+            f"this daemon cannot style a clip's frames: {e.name} is missing (install the video"
+            ' extra where the daemon runs: pip install "brushwork[video]")'
+        ) from None
+    settings = request.temporal or Temporal()
+    previous = [
+        temporal.Previous(pixels.to_array(frame), pixels.to_array(result), offset)
+        for frame, result, offset in zip(
+            request.previous, request.previous_results, settings.offsets, strict=False
+        )
+    ]
+    return functools.partial(temporal.stylize_frame, engine, previous=previous, temporal=settings)
 
 
 def _out_of_memory(engine: Engine, request: SubmitRequest, error: BaseException) -> ErrorReply:

@@ -4,9 +4,11 @@
 Inputs are files, folders (their images, not recursive) and glob patterns; put them before
 --style, which takes every path after it. Every job goes over the socket to the daemon; when
 none answers (and no --server was given) the batch runs a daemon on a thread of its own
-process for its duration. Outputs are written atomically and an output that already exists is
-skipped, so running the same command again resumes an interrupted batch; --overwrite redoes
-them. Results are reported in input order. A daemon whose queue is full is waited for.
+process for its duration. Outputs are written atomically, and what made each one is kept
+beside them (OUTDIR/.brushwork-batch.json: its settings, seed and inputs): running the same
+command again skips the outputs made as asked, so it resumes an interrupted batch, and redoes
+those made with other settings or inputs; --overwrite redoes them all. Results are reported
+in input order. A daemon whose queue is full is waited for.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,11 +31,13 @@ from brushwork.commands.stylize import (
     add_output_arguments,
     add_settings_arguments,
     check_output_arguments,
+    for_content,
     settings_from_args,
 )
 from brushwork.errors import BadInput, BrushworkError
+from brushwork.manifest import Manifest, job_key
 from brushwork.protocol import QUEUE_FULL, ErrorReply, ProgressReply, RawImage
-from brushwork.remote import PROBE_TIMEOUT, add_server_arguments, style_fit
+from brushwork.remote import PROBE_TIMEOUT, add_device_argument, add_server_arguments, style_fit
 from brushwork.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,6 +52,7 @@ class Item:
     index: int  # 1-based, for "[3/10]"
     source: Path
     output: Path
+    key: dict = field(default_factory=dict)  # what makes the output (manifest.job_key)
     job: str | None = None
     bit_depth: int = 8
     started: float = 0.0
@@ -61,6 +66,7 @@ class Prepared:
     styles: list[RawImage]
     init: RawImage | None
     bit_depth: int
+    settings: Settings  # at the content's size (stylize.for_content)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output_arguments(p)
     add_server_arguments(p)
     local = p.add_argument_group("daemon started by the batch when none answers")
-    local.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    add_device_argument(local)
     add_weights_argument(local)
     p.set_defaults(run=run)
 
@@ -110,15 +116,31 @@ def run(args: argparse.Namespace) -> int:
                 "every path after it"
             )
     # Everything is checked before OUTDIR is made: a typo leaves no empty folder behind.
-    items = plan(args.inputs, args.output_dir, images.output_suffix(args.format))
+    items = plan(args.inputs, args.output_dir, images.output_suffix(args.format), args.style)
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise BadInput(f"-o {args.output_dir}: not a folder")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"-o {args.output_dir}: cannot create the folder ({e.strerror})") from None
     images.check_output_path(items[0].output)
-    todo = [i for i in items if args.overwrite or not i.output.exists()]
+    made = Manifest(args.output_dir)
+    init_path = Path(args.init) if settings.init == "image" else None
+    for item in items:
+        item.key = job_key(
+            settings, [item.source, *args.style, init_path], jpeg_quality=args.jpeg_quality,
+            size_given=args.size is not None,
+        )  # fmt: skip
+    redo = [i for i in items if i.output.exists() and made.changed(i.output, i.key)]
+    todo = [i for i in items if args.overwrite or not i.output.exists() or i in redo]
     skipped = len(items) - len(todo)
     if skipped:
         print(f"brushwork: {skipped} of {len(items)} outputs exist: skipped", file=sys.stderr)
+    if redo and not args.overwrite:
+        print(
+            f"brushwork: {len(redo)} outputs were made with other settings or inputs: redoing them",
+            file=sys.stderr,
+        )
     if not todo:
         return 0
     # Each style at the size every job needs (the output's long side is the same for all,
@@ -128,7 +150,11 @@ def run(args: argparse.Namespace) -> int:
     init = images.load(args.init) if settings.init == "image" else None
 
     with _daemon(args) as client:
-        failures = Batch(client, settings, styles, init, len(items), args.jpeg_quality).run(todo)
+        batch = Batch(
+            client, settings, styles, init, len(items), args.jpeg_quality,
+            size_given=args.size is not None, manifest=made,
+        )  # fmt: skip
+        failures = batch.run(todo)
     done = len(todo) - len(failures)
     print(
         f"brushwork: batch finished: {done} written, {skipped} skipped, {len(failures)} failed",
@@ -139,8 +165,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def plan(inputs: list[str], out_dir: Path, suffix: str) -> list[Item]:
-    """Input files in order (duplicates once) with their outputs; clashing names are refused."""
+def plan(inputs: list[str], out_dir: Path, suffix: str, styles: list[Path]) -> list[Item]:
+    """Input files in order (duplicates once) with their outputs; clashing names, and an
+    output that would replace an input or a style, are refused."""
     sources: list[Path] = []
     for text in inputs:
         path = Path(text)
@@ -157,11 +184,17 @@ def plan(inputs: list[str], out_dir: Path, suffix: str) -> list[Item]:
         kinds = ", ".join(sorted(IMAGE_SUFFIXES))
         raise BadInput(f"no input images (folders are searched for {kinds})")
     by_output: dict[Path, Path] = {}
+    inputs_at = {p.resolve(): p for p in [*sources, *styles]}
     items = []
     for index, source in enumerate(sources, 1):
         output = out_dir / (source.stem + suffix)
         if output in by_output:
             raise BadInput(f"{by_output[output]} and {source} would both write {output}")
+        if output.resolve() in inputs_at:
+            raise BadInput(
+                f"-o {out_dir}: the output of {source} would replace the input "
+                f"{inputs_at[output.resolve()]}; choose another folder or --format"
+            )
         by_output[output] = source
         items.append(Item(index, source, output))
     return items
@@ -185,7 +218,11 @@ class Batch:
         init: np.ndarray | None,
         total: int,
         jpeg_quality: int,
+        size_given: bool = True,
+        manifest: Manifest | None = None,
     ) -> None:
+        """size_given: every output at settings.size (else stylize.for_content's); manifest:
+        where each output made is recorded."""
         from brushwork.report import ProgressDisplay
 
         self.client = client
@@ -204,6 +241,8 @@ class Batch:
         self.in_flight = max(1, len(client.info().workers)) + 1
         self.retry_at = 0.0  # while the daemon's queue is full: when to submit again
         self.retry_wait = RETRY_FIRST
+        self.size_given = size_given
+        self.manifest = manifest
 
     def run(self, todo: list[Item]) -> list[tuple[Item, str]]:
         self.order.extend(item.index for item in todo)
@@ -257,12 +296,14 @@ class Batch:
 
         size = self.settings.size
         content = images.load(source, fit=lambda h, w: scales.output_size(h, w, size))
-        fitted, styles, init = fit_inputs(content, self.styles, self.settings, self.init)
+        settings = for_content(self.settings, self.size_given, *content.shape[:2])
+        fitted, styles, init = fit_inputs(content, self.styles, settings, self.init)
         return Prepared(
             _raw(fitted),
             [_raw(s) for s in styles],
             None if init is None else _raw(init),
             8 if content.dtype == "uint8" else 16,
+            settings,
         )
 
     def _submit(self, item: Item, load: Future) -> bool | None:
@@ -274,7 +315,7 @@ class Batch:
             item.job = self.client.submit(
                 prepared.content,
                 prepared.styles,
-                self.settings,
+                prepared.settings,
                 init=prepared.init,
                 output_dtype="f32",
             )
@@ -328,6 +369,16 @@ class Batch:
                 self._fail(item, f"cannot write {item.output}: {e}")
             else:
                 self._say(f"wrote {item.output} ({time.monotonic() - item.started:.1f} s)", item)
+                self._record(item)
+
+    def _record(self, item: Item) -> None:
+        if self.manifest is None:
+            return
+        try:
+            self.manifest.record(item.output, item.key)
+        except OSError as e:  # the output is there; a rerun skips it, as without a manifest
+            self.display.write(f"brushwork: cannot write {self.manifest.path}: {e.strerror}")
+            self.manifest = None
 
     def _fail(self, item: Item, message: str) -> None:
         if str(item.source) not in message:

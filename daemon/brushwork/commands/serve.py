@@ -17,6 +17,7 @@ from brushwork.protocol import DEFAULT_ENDPOINT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from brushwork.remote import add_device_argument
     from brushwork.weights import add_weights_argument
 
     p = sub.add_parser(
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"where to listen, repeatable: tcp://ADDRESS:PORT or ipc://PATH (default "
         f"{DEFAULT_ENDPOINT}); anything beyond loopback needs CURVE keys",
     )
-    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default %(default)s)")
+    add_device_argument(p)
     add_weights_argument(p)
     p.add_argument(
         "--max-pixels",

@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 from brushwork import remote
-from brushwork.errors import BadInput
+from brushwork.errors import BadInput, BrushworkError
 from brushwork.images import DEFAULT_JPEG_QUALITY
 from brushwork.settings import (
     INITS,
     OPTIMIZERS,
     PRESERVE_COLORS,
+    QUALITIES,
     STYLE_LOSSES,
     Settings,
     draw_seed,
@@ -28,7 +29,6 @@ _FIELDS = "|".join([f.name for f in dataclasses.fields(Settings)] + ["strength"]
 
 # The options that set one Settings field of the same name each: flag, type, what it does.
 _SETTING_FLAGS = (
-    ("--size", int, "long side of the output in px; 0 = content's size"),
     ("--iterations", int, "optimizer steps over all scales"),
     ("--style-weight", float, "how strongly the style shows; x10 is a big step"),
     ("--content-weight", float, "how much of the content's structure stays"),
@@ -52,6 +52,20 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """The stylization options, shared by `stylize` and `batch`."""
     d = _DEFAULTS
     g = parser.add_argument_group("stylization")
+    g.add_argument(
+        "--size",
+        type=int,
+        metavar="PX",
+        help=f"long side of the output in px; 0 = the content's own size (default: {d.size}, "
+        f"or the content's own size when smaller: a small image is never upscaled)",
+    )
+    g.add_argument(
+        "--quality",
+        choices=QUALITIES,
+        default="normal",
+        help="draft: a quick look (one scale, a sixth of the steps), as the GIMP dialog's "
+        "preview; high: twice the steps and one more scale (default %(default)s)",
+    )
     for flag, kind, text in _SETTING_FLAGS:
         default = getattr(d, _field(flag))
         g.add_argument(flag, type=kind, default=default, help=f"{text} (default %(default)g)")
@@ -130,9 +144,11 @@ def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
     if seed is not None and seed < -1:
         raise BadInput(f"--seed must be -1 (draw one) or a number >= 0, got {seed}")
     same = {_field(flag): getattr(args, _field(flag)) for flag, _, _ in _SETTING_FLAGS}
+    d = _DEFAULTS
     try:
         settings = Settings(
             **same,
+            size=d.size if args.size is None else args.size,
             style_blend=args.style_blend,
             content_layer=args.content_layer,
             style_layers=args.style_layers,
@@ -146,12 +162,29 @@ def settings_from_args(args: argparse.Namespace, n_styles: int) -> Settings:
         settings.blend_weights(n_styles)
         if args.strength is not None:
             settings = settings.at_strength(args.strength)
+        settings = settings.at_quality(args.quality)
     except ValueError as e:
         raise BadInput(as_flags(str(e))) from None
     if seed == -1:
         seed = settings.seed
         print(f"brushwork: seed {seed} (--seed {seed} repeats it)", file=sys.stderr)
     return settings
+
+
+def for_content(settings: Settings, size_given: bool, height: int, width: int) -> Settings:
+    """The settings for a content of height x width: without --size, never larger than it."""
+    if size_given or not settings.size:
+        return settings
+    return settings.replace(size=min(settings.size, max(height, width)))
+
+
+def refuse_overwriting(output: Path, inputs: list[Path | None], flag: str = "-o") -> None:
+    """An output that is one of the inputs would replace it: refused before any work."""
+    for path in inputs:
+        if path is not None and (
+            output.resolve() == path.resolve() or (output.exists() and output.samefile(path))
+        ):
+            raise BadInput(f"{flag} {output}: is an input; writing it would replace it")
 
 
 def as_flags(message: str) -> str:
@@ -203,7 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a plain progress line every N steps instead of the bar (0 = none; default: a "
         "bar on a terminal, a line every 10 steps otherwise)",
     )
-    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default %(default)s)")
+    remote.add_device_argument(p)
     add_weights_argument(p)
     remote.add_server_arguments(p)
     p.epilog = (
@@ -232,24 +265,31 @@ def check_output_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from brushwork import images
-    from brushwork.client import new_job_id
+    from brushwork.client import new_job_id, resolve_endpoint
     from brushwork.protocol import new_token
     from brushwork.report import ProgressDisplay
-    from brushwork.scales import output_size
 
+    # Every option and path checked before any work (and before torch is imported).
     settings = settings_from_args(args, len(args.styles))
     check_output_arguments(args)
     if args.save_every < 0 or (args.print_every or 0) < 0:
         raise BadInput("--save-every and --print-every must be 0 or more")
+    resolve_endpoint(args.server)
     init_path = Path(args.init) if settings.init == "image" else None
+    refuse_overwriting(args.output, [args.content, *args.styles, init_path])
     content, styles, init_image = remote.load_inputs(args.content, args.styles, settings, init_path)
+    settings = for_content(settings, args.size is not None, *content.shape[:2])
     images.check_output_path(args.output)  # fail before a long run, not after it
 
     engine = remote.connect(args)  # None when no daemon answers; an error if --server did not
     job = {}
     if engine is None:
-        from brushwork.engine import Engine
+        from brushwork.engine import Engine, pick_device
 
+        try:
+            pick_device(args.device)
+        except BrushworkError as e:  # not on this machine: an option that cannot be used
+            raise BadInput(f"--device {args.device}: {e}") from None
         engine = Engine(weights=args.weights, device=args.device)
         where = f"in-process on {engine.device}"
     else:
@@ -259,6 +299,8 @@ def run(args: argparse.Namespace) -> int:
             f"(`brushwork cancel {job['job']} --token {job['token']}` stops it)"
         )
     print(f"brushwork: stylizing {where}", file=sys.stderr)
+    from brushwork.scales import output_size
+
     display = ProgressDisplay(sys.stderr, args.print_every)
     height, width = output_size(content.shape[0], content.shape[1], settings.size)
     saver = _Intermediates(args.output, (height, width), settings.iterations, display)
