@@ -40,7 +40,7 @@ ARGUMENTS = [
 ]
 # A change of these restyles the pane (size, tile and quality are the full run's business).
 PANE_ARGUMENTS = ("painting", "style-file", "strength", "preserve-colors", "seed")
-KEEP_PREVIEW = 1  # the dialog's response id of "Keep preview"
+KEEP_PREVIEW = 42  # "Keep preview"'s response id (1 is GimpProcedureDialog's Reset)
 PANE_BOX = 240  # px: the pane's picture is shown this large at most
 THUMBNAIL = 44  # px: the paintings' thumbnails
 PANE_UPDATES = 4  # pictures the pane shows while a preview is computed
