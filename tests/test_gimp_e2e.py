@@ -791,6 +791,28 @@ def test_a_cancelled_job_leaves_the_image_as_it_was(session):
     _assert_source_untouched(case)
 
 
+def test_installer_finds_the_profile_inside_the_gimp_root(gimp_root):
+    """install.sh --gimp-root without --gimp-profile: the profile of a user of the root."""
+    if gimp_root == Path("/"):
+        pytest.skip("GIMP runs on this host: there is no root to look inside")
+    home = Path(tempfile.mkdtemp(prefix="brushwork-e2e-", dir=gimp_root / "home"))
+    profile = home / ".config" / "GIMP" / "3.0"
+    profile.mkdir(parents=True)
+    try:
+        started = time.monotonic()
+        installed = subprocess.run(
+            ["bash", str(REPO / "install" / "install.sh"), "--plugin-only", "--gimp-root",
+             str(gimp_root), "--venv", sys.prefix],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        print(f"gimp e2e: install.sh --gimp-root {time.monotonic() - started:.1f} s")
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        assert f"plug-in -> {profile}/plug-ins/brushwork" in installed.stdout
+        assert (profile / "plug-ins" / "brushwork" / "brushwork_dialog.py").is_file()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def test_without_pyzmq_the_filter_is_listed_and_says_how_to_install_it(gimp_root, gimp):
     """A fresh profile (GIMP queries the plug-in anew) whose plug-in has no zmq beside it, in
     a GIMP whose Python has none either: the filter is there and its one message names the
