@@ -15,8 +15,8 @@ OUT=$(cd "${1:-$REPO/docs/images}" && pwd)
 ROOT=$(bash "$REPO/install/gimp_root.sh" | tail -n1)
 PORT=${PORT:-5591}
 DISP=:${DISPLAY_NUMBER:-77}
-SCREEN=1000x640
-REPAINTS=${REPAINTS:-9}  # repaints before the live capture: early in the second of 3 scales
+SCREEN=1000x700
+REPAINTS=${REPAINTS:-7}  # repaints before the live capture: in the second of 3 scales
 WORK=$(mktemp -d "$ROOT/tmp/brushwork-capture-XXXX")
 IN=/${WORK#"$ROOT"/}  # the same folder as GIMP sees it
 PIDS=()
@@ -102,13 +102,16 @@ dialog=$(x search --sync --name "^Neural Style Transfer$" | head -n1)
 main=$(x search --name " GIMP$" | head -n1)
 x windowsize "$main" 100% 100%
 x windowmove "$main" 0 0
-x mousemove 500 630  # over the status bar: no tooltip, no brush outline on the canvas
-count() { grep -c "\"kind\": \"$1\"" "$WORK/record.jsonl" 2>/dev/null || true; }
+x mousemove 980 655  # over the layers: no tooltip, no brush outline or tool text
+count() { cat "$WORK/record.jsonl" 2>/dev/null | grep -c "\"kind\": \"$1\"" || true; }
 until [ "$(count pane)" -ge 1 ]; do sleep 0.5; done  # the pane shows its preview
 sleep 1
 shot "$IN/gimp-dialog.png" "$dialog"
 x windowfocus --sync "$dialog"
 x key --clearmodifiers alt+o
+x windowfocus --sync "$main"
+x key Tab           # Windows > Hide Docks: the canvas and the status bar fit the screen
+x mousemove 700 12  # over the menu bar: no brush outline, no tool text in the status bar
 until [ "$(count repaint)" -ge "$REPAINTS" ]; do sleep 0.5; done
 sleep 1
 shot "$IN/gimp-run.jpg"

@@ -520,6 +520,13 @@ def dialog_session(gimp, daemon) -> dict:
             "last_values": f'{style}(strength 80)\n(quality "draft")\n(seed 0)\n',
             "args": {},
         },
+        {
+            "name": "keep_preview",
+            "content": content,
+            "interactive": True,
+            "last_values": f'{style}(quality "high")\n(seed 0)\n',
+            "args": {},
+        },
     ]
     record = gimp.inside(gimp.out / "record.jsonl")
     with VirtualDisplay(gimp) as display:
@@ -536,7 +543,7 @@ def dialog_session(gimp, daemon) -> dict:
             presser.kill()
             pressed = presser.communicate()[0]
             print(f"gimp e2e: the dialogs' keys: {pressed}")
-    assert pressed.count("dialog closed") == 1, f"no dialog closed by OK: {pressed}"
+    assert pressed.count("dialog closed") == 2, f"a dialog was not closed: {pressed}"
     assert "changed Strength" in pressed, f"Strength was not changed: {pressed}"
     return report
 
@@ -568,7 +575,8 @@ echo "pane shown" && for try in 1 2 3; do
     xdotool windowfocus --sync "$w" && sleep 0.3 && xdotool key --clearmodifiers alt+t &&
     sleep 0.3 && xdotool key Up && echo "changed Strength (try $try)" &&
     until_pane "$n" 300 && break
-done && press alt+o
+done && press alt+o &&
+dialog && n=$(panes) && until_pane "$n" 600 && press alt+w
 """
 
 
@@ -730,6 +738,21 @@ def test_the_preview_pane_styles_the_layer_and_follows_strength(dialog_session):
         _assert_stylized(picture, _content()[..., :3].astype(np.float32) / 255)
 
 
+def test_keep_preview_makes_the_panes_picture_the_result(dialog_session):
+    """The dialog's second button keeps what the pane shows: no job, the pane's picture
+    (the same size here) is the new layer, named and marked with its seed."""
+    case = dialog_session["keep_preview"]
+    assert case["status"] == "success", case["message"]
+    assert case["layers"] == ["style style, seed 0", "Background"]
+    assert case["parasites"][0]["preview"] is True and case["parasites"][0]["seed"] == 0
+    _assert_source_untouched(case)
+    result = case["pixels"]["new"]["rgba"]
+    _assert_stylized(result, case["pixels"]["before"]["rgba"])
+    pane = _pane_picture(case["panes"][-1]).astype(np.float32) / 255
+    assert np.abs(result[..., :3] - pane).mean() < 0.02
+    assert not case["repaints"] and not case["progresss"]  # no job ran for it
+
+
 def test_the_canvas_is_repainted_during_the_job_and_ends_with_the_daemons_result(session, daemon):
     case = session["live"]
     assert case["status"] == "success", case["message"]
@@ -766,6 +789,28 @@ def test_a_cancelled_job_leaves_the_image_as_it_was(session):
     assert "cancelled" in case["message"] and "\n" not in case["message"]
     assert case["new"] is None and case["layers"] == ["Background"]
     _assert_source_untouched(case)
+
+
+def test_installer_finds_the_profile_inside_the_gimp_root(gimp_root):
+    """install.sh --gimp-root without --gimp-profile: the profile of a user of the root."""
+    if gimp_root == Path("/"):
+        pytest.skip("GIMP runs on this host: there is no root to look inside")
+    home = Path(tempfile.mkdtemp(prefix="brushwork-e2e-", dir=gimp_root / "home"))
+    profile = home / ".config" / "GIMP" / "3.0"
+    profile.mkdir(parents=True)
+    try:
+        started = time.monotonic()
+        installed = subprocess.run(
+            ["bash", str(REPO / "install" / "install.sh"), "--plugin-only", "--gimp-root",
+             str(gimp_root), "--venv", sys.prefix],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        print(f"gimp e2e: install.sh --gimp-root {time.monotonic() - started:.1f} s")
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        assert f"plug-in -> {profile}/plug-ins/brushwork" in installed.stdout
+        assert (profile / "plug-ins" / "brushwork" / "brushwork_dialog.py").is_file()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_without_pyzmq_the_filter_is_listed_and_says_how_to_install_it(gimp_root, gimp):

@@ -295,7 +295,10 @@ class _Progress:
         Gimp.progress_init("Neural style transfer")
 
     def show(self, text, fraction=None):
-        Gimp.progress_set_text(text)
+        # progress_init, not set_text: GIMP ends the plug-in's progress when a core operation
+        # that reports progress (the scaling of a preview to the layer) ends; init starts it
+        # again or, when it runs, sets its text.
+        Gimp.progress_init(text)
         if fraction is not None:
             Gimp.progress_update(fraction)
         bg.record("progress", text=text, fraction=fraction)

@@ -23,7 +23,7 @@ from gi.repository import GdkPixbuf, Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E
 import brushwork_gimp as bg  # noqa: E402
 import brushwork_logic as logic  # noqa: E402
 from brushwork.errors import BrushworkError  # noqa: E402
-from brushwork.protocol import CANCELLED, PreviewReply, RawImage  # noqa: E402
+from brushwork.protocol import CANCELLED, PREVIEW, PreviewReply, RawImage  # noqa: E402
 
 # Every argument of the filter but style-image (a combo of open images stands in for it).
 ARGUMENTS = [
@@ -40,7 +40,7 @@ ARGUMENTS = [
 ]
 # A change of these restyles the pane (size, tile and quality are the full run's business).
 PANE_ARGUMENTS = ("painting", "style-file", "strength", "preserve-colors", "seed")
-KEEP_PREVIEW = 1  # the dialog's response id of "Keep preview"
+KEEP_PREVIEW = 42  # "Keep preview"'s response id (1 is GimpProcedureDialog's Reset)
 PANE_BOX = 240  # px: the pane's picture is shown this large at most
 THUMBNAIL = 44  # px: the paintings' thumbnails
 PANE_UPDATES = 4  # pictures the pane shows while a preview is computed
@@ -292,8 +292,9 @@ class _Request:
 
 
 class _PaneWorker:
-    """The pane's daemon jobs, on a thread of their own: the newest request wins, and asking
-    again (or closing: the real run is next) cancels the job in flight on the daemon."""
+    """The pane's daemon jobs, on a thread of their own, in the daemon's preview lane (they
+    start before any full job): the newest request wins, and asking again (or closing: the
+    real run is next) cancels the job in flight on the daemon."""
 
     def __init__(self, endpoint, plugin_config, pane):
         self.endpoint, self.plugin_config, self.pane = endpoint, plugin_config, pane
@@ -362,7 +363,7 @@ class _PaneWorker:
                 result = client.stylize(
                     request.content, [request.style], request.settings, cancel=cancel,
                     on_event=on_event, preview_every=every, preview_size=logic.PANE_SIDE,
-                    output_dtype="u8",
+                    output_dtype="u8", lane=PREVIEW,
                 )  # fmt: skip
                 self._post(self.pane.update, request, result.image, True)
             except client_module.DaemonError as e:
