@@ -44,9 +44,15 @@ if not SHARED.exists():
     SHARED = Path("/work/shared/images")
 
 
-def stylise(engine, frames, style, settings, hold: Temporal | None) -> tuple[list, float]:
+def stylise(
+    engine, frames, style, settings, hold: Temporal | None, cache: Path
+) -> tuple[list, float]:
     """The clip's frames stylised in order, held to each other with `hold` (None: one by
-    one); with the mean seconds a frame."""
+    one); with the mean seconds a frame. Kept in `cache` (a run can be made by another
+    process, --only, and measured later)."""
+    if cache.exists():
+        saved = np.load(cache)
+        return list(saved["frames"]), float(saved["seconds"])
     history = temporal.History(hold.offsets if hold else (1,))
     out, start = [], time.perf_counter()
     for i, frame in enumerate(frames):
@@ -57,7 +63,10 @@ def stylise(engine, frames, style, settings, hold: Temporal | None) -> tuple[lis
         history.add(i, frame, result)
         out.append(result)
         print(f"  frame {i + 1}/{len(frames)}", file=sys.stderr, flush=True)
-    return out, (time.perf_counter() - start) / len(frames)
+    seconds = (time.perf_counter() - start) / len(frames)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, frames=np.stack(out), seconds=seconds)
+    return out, seconds
 
 
 def _t(image: np.ndarray) -> torch.Tensor:
@@ -128,6 +137,8 @@ def main() -> None:
     p.add_argument("--weights", default="100", help="temporal weights to measure, W,W,...")
     p.add_argument("--offsets", default="1,2,4")
     p.add_argument("--iterations", type=int, default=Settings().iterations)
+    p.add_argument("--only", choices=("independent", "temporal"), help="make that run, no table")
+    p.add_argument("--threads", type=int, help="torch threads (two --only runs side by side)")
     p.add_argument("--sheets", type=Path, default=Path("out/video"))
     p.add_argument("--results", type=Path, help="write the animated WebP here")
     p.add_argument("--report", type=Path, help="append the table here (markdown)")
@@ -137,14 +148,32 @@ def main() -> None:
     style = load(SHARED / args.style)
     settings = Settings(size=args.side, iterations=args.iterations)
     offsets = tuple(int(k) for k in args.offsets.split(","))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     engine = Engine()
     cpu = platform.processor() or platform.machine()
     print(f"# {args.frames} frames at {args.side} px, {args.style}, on {engine.device} ({cpu})")
+    tag = "-".join(
+        map(str, (Path(args.photo).stem, Path(args.style).stem, args.side, args.frames,
+                  args.iterations))
+    )  # fmt: skip
+    cache = args.sheets / "runs"
 
-    runs = {"independent": stylise(engine, clip.frames, style, settings, None)}
+    runs = {}
+    if args.only != "temporal":
+        runs["independent"] = stylise(
+            engine, clip.frames, style, settings, None, cache / f"{tag}-independent.npz"
+        )
     for w in (float(x) for x in args.weights.split(",")):
+        if args.only == "independent":
+            break
         hold = Temporal(weight=w, offsets=offsets)
-        runs[f"temporal w={w:g}"] = stylise(engine, clip.frames, style, settings, hold)
+        name = f"{tag}-w{w:g}-{args.offsets.replace(',', '')}.npz"
+        runs[f"temporal w={w:g}"] = stylise(
+            engine, clip.frames, style, settings, hold, cache / name
+        )
+    if args.only:
+        return
 
     name, method = other_flow()
     other = other_flows(clip.frames, method)
