@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     _prepare(frames_dir, key, args.overwrite)
 
     names = [frames_dir / f"frame_{i:06d}.png" for i in range(1, clip.frames + 1)]
-    Clip(args, settings, hold, styles, clip, names).run(args.start, end)
+    ClipRun(args, settings, hold, styles, clip, names).run(args.start, end)
     if video.is_video_file(out):
         left_out = video.encode(
             names[args.start - 1 : end], out, clip.fps, None if clip.is_folder else clip,
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class Clip:
+class ClipRun:
     """The frames start..end of a clip stylised in order, each held to the finished frames
     before it (temporal.History), finished frames skipped."""
 
