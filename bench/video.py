@@ -113,6 +113,11 @@ def other_flows(frames: list[np.ndarray], method) -> tuple[list, list]:
     return flows, masks
 
 
+def _change(value: float, base: float) -> str:
+    """Relative change, or the difference where the base is not above 0."""
+    return f"{value / base - 1:+.1%}" if base > 0 else f"{value - base:+.3f}"
+
+
 def strip(rows: list[list[np.ndarray]], crop: tuple[slice, slice] | None = None) -> Image.Image:
     cells = [[f[crop] if crop else f for f in row] for row in rows]
     sheet = np.concatenate([np.concatenate(row, axis=1) for row in cells], axis=0)
@@ -194,7 +199,7 @@ def main() -> None:
         base = base or (exact, farne, kept, match)
         ratio = "" if name == "independent" else (
             f" ({base[0] / exact:.1f}x / {base[1] / farne:.1f}x lower; content "
-            f"{kept / base[2] - 1:+.1%}, style {match / base[3] - 1:+.1%})"
+            f"{kept / base[2] - 1:+.1%}, style {_change(match, base[3])})"
         )  # fmt: skip
         rows.append(
             f"| {name}{ratio} | {exact:.2e} | {farne:.2e} | {kept:.3f} | {match:.3f} "
