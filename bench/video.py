@@ -14,8 +14,8 @@ crossing it) whose exact flow is known:
 - seconds per frame (this machine's CPU, shared with other work: say so when quoting).
 
 Writes a table (stdout, and --report as markdown), a contact strip of the frames (content,
-independent, temporal) and a crop into --sheets, and a small animated WebP of both, side by
-side, into --results.
+independent, temporal) and a crop into --sheets, and the strip as a JPEG and a small animated
+WebP of both, side by side, into --results.
 
     PYTHONPATH=<opencv-contrib-python-headless> python bench/video.py --side 256 --frames 8
 """
@@ -221,7 +221,11 @@ def main() -> None:
     strip(shown, crop).resize((w // 3 * 8 * 2, h // 3 * 3 * 2), Image.Resampling.NEAREST).save(
         args.sheets / f"strip-{args.side}-crop.png"
     )
-    if args.results:
+    if args.results:  # the report's one JPEG: the strip, for the README
+        sheet = strip(shown)
+        if sheet.width > 1280:  # under 300 KB
+            sheet = sheet.resize((1280, round(sheet.height * 1280 / sheet.width)), Image.LANCZOS)
+        sheet.save(args.results / f"video-{args.side}.jpg", quality=85)
         pairs = [np.concatenate([a, b], axis=1) for a, b in zip(independent, held, strict=True)]
         animation(args.results / f"video-{args.side}.webp", pairs, fps=8)
 
