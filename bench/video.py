@@ -36,7 +36,7 @@ import clips
 import measures
 from brushwork import flow, temporal
 from brushwork.engine import Engine
-from brushwork.images import load
+from brushwork.images import load, to_float
 from brushwork.settings import Settings, Temporal
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
@@ -191,7 +191,10 @@ def main() -> None:
     ]
     base = None
     for name, (outputs, seconds) in runs.items():
-        scores = [measures.measure(o, c, style) for o, c in zip(outputs, clip.frames, strict=True)]
+        scores = [
+            measures.measure(o, c, to_float(style))
+            for o, c in zip(outputs, clip.frames, strict=True)
+        ]
         kept = np.mean([s["content"] for s in scores])
         match = np.mean([s["style"] for s in scores])
         exact = warping_error(outputs, clip.flows, clip.visible)
