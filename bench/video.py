@@ -14,8 +14,8 @@ crossing it) whose exact flow is known:
 - seconds per frame (this machine's CPU, shared with other work: say so when quoting).
 
 Writes a table (stdout, and --report as markdown), a contact strip of the frames (content,
-independent, temporal) and a crop into --sheets, and a small animated WebP of both, side by
-side, into --results.
+independent, temporal) and a crop into --sheets, and the strip as a JPEG and a small animated
+WebP of both, side by side, into --results.
 
     PYTHONPATH=<opencv-contrib-python-headless> python bench/video.py --side 256 --frames 8
 """
@@ -36,7 +36,7 @@ import clips
 import measures
 from brushwork import flow, temporal
 from brushwork.engine import Engine
-from brushwork.images import load
+from brushwork.images import load, to_float
 from brushwork.settings import Settings, Temporal
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
@@ -44,9 +44,15 @@ if not SHARED.exists():
     SHARED = Path("/work/shared/images")
 
 
-def stylise(engine, frames, style, settings, hold: Temporal | None) -> tuple[list, float]:
+def stylise(
+    engine, frames, style, settings, hold: Temporal | None, cache: Path
+) -> tuple[list, float]:
     """The clip's frames stylised in order, held to each other with `hold` (None: one by
-    one); with the mean seconds a frame."""
+    one); with the mean seconds a frame. Kept in `cache` (a run can be made by another
+    process, --only, and measured later)."""
+    if cache.exists():
+        saved = np.load(cache)
+        return list(saved["frames"]), float(saved["seconds"])
     history = temporal.History(hold.offsets if hold else (1,))
     out, start = [], time.perf_counter()
     for i, frame in enumerate(frames):
@@ -57,7 +63,10 @@ def stylise(engine, frames, style, settings, hold: Temporal | None) -> tuple[lis
         history.add(i, frame, result)
         out.append(result)
         print(f"  frame {i + 1}/{len(frames)}", file=sys.stderr, flush=True)
-    return out, (time.perf_counter() - start) / len(frames)
+    seconds = (time.perf_counter() - start) / len(frames)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, frames=np.stack(out), seconds=seconds)
+    return out, seconds
 
 
 def _t(image: np.ndarray) -> torch.Tensor:
@@ -104,6 +113,11 @@ def other_flows(frames: list[np.ndarray], method) -> tuple[list, list]:
     return flows, masks
 
 
+def _change(value: float, base: float) -> str:
+    """Relative change, or the difference where the base is not above 0."""
+    return f"{value / base - 1:+.1%}" if base > 0 else f"{value - base:+.3f}"
+
+
 def strip(rows: list[list[np.ndarray]], crop: tuple[slice, slice] | None = None) -> Image.Image:
     cells = [[f[crop] if crop else f for f in row] for row in rows]
     sheet = np.concatenate([np.concatenate(row, axis=1) for row in cells], axis=0)
@@ -128,6 +142,8 @@ def main() -> None:
     p.add_argument("--weights", default="100", help="temporal weights to measure, W,W,...")
     p.add_argument("--offsets", default="1,2,4")
     p.add_argument("--iterations", type=int, default=Settings().iterations)
+    p.add_argument("--only", choices=("independent", "temporal"), help="make that run, no table")
+    p.add_argument("--threads", type=int, help="torch threads (two --only runs side by side)")
     p.add_argument("--sheets", type=Path, default=Path("out/video"))
     p.add_argument("--results", type=Path, help="write the animated WebP here")
     p.add_argument("--report", type=Path, help="append the table here (markdown)")
@@ -137,14 +153,32 @@ def main() -> None:
     style = load(SHARED / args.style)
     settings = Settings(size=args.side, iterations=args.iterations)
     offsets = tuple(int(k) for k in args.offsets.split(","))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     engine = Engine()
     cpu = platform.processor() or platform.machine()
     print(f"# {args.frames} frames at {args.side} px, {args.style}, on {engine.device} ({cpu})")
+    tag = "-".join(
+        map(str, (Path(args.photo).stem, Path(args.style).stem, args.side, args.frames,
+                  args.iterations))
+    )  # fmt: skip
+    cache = args.sheets / "runs"
 
-    runs = {"independent": stylise(engine, clip.frames, style, settings, None)}
+    runs = {}
+    if args.only != "temporal":
+        runs["independent"] = stylise(
+            engine, clip.frames, style, settings, None, cache / f"{tag}-independent.npz"
+        )
     for w in (float(x) for x in args.weights.split(",")):
+        if args.only == "independent":
+            break
         hold = Temporal(weight=w, offsets=offsets)
-        runs[f"temporal w={w:g}"] = stylise(engine, clip.frames, style, settings, hold)
+        name = f"{tag}-w{w:g}-{args.offsets.replace(',', '')}.npz"
+        runs[f"temporal w={w:g}"] = stylise(
+            engine, clip.frames, style, settings, hold, cache / name
+        )
+    if args.only:
+        return
 
     name, method = other_flow()
     other = other_flows(clip.frames, method)
@@ -157,7 +191,10 @@ def main() -> None:
     ]
     base = None
     for name, (outputs, seconds) in runs.items():
-        scores = [measures.measure(o, c, style) for o, c in zip(outputs, clip.frames, strict=True)]
+        scores = [
+            measures.measure(o, c, to_float(style))
+            for o, c in zip(outputs, clip.frames, strict=True)
+        ]
         kept = np.mean([s["content"] for s in scores])
         match = np.mean([s["style"] for s in scores])
         exact = warping_error(outputs, clip.flows, clip.visible)
@@ -165,7 +202,7 @@ def main() -> None:
         base = base or (exact, farne, kept, match)
         ratio = "" if name == "independent" else (
             f" ({base[0] / exact:.1f}x / {base[1] / farne:.1f}x lower; content "
-            f"{kept / base[2] - 1:+.1%}, style {match / base[3] - 1:+.1%})"
+            f"{kept / base[2] - 1:+.1%}, style {_change(match, base[3])})"
         )  # fmt: skip
         rows.append(
             f"| {name}{ratio} | {exact:.2e} | {farne:.2e} | {kept:.3f} | {match:.3f} "
@@ -187,7 +224,11 @@ def main() -> None:
     strip(shown, crop).resize((w // 3 * 8 * 2, h // 3 * 3 * 2), Image.Resampling.NEAREST).save(
         args.sheets / f"strip-{args.side}-crop.png"
     )
-    if args.results:
+    if args.results:  # the report's one JPEG: the strip, for the README
+        sheet = strip(shown)
+        if sheet.width > 1280:  # under 300 KB
+            sheet = sheet.resize((1280, round(sheet.height * 1280 / sheet.width)), Image.LANCZOS)
+        sheet.save(args.results / f"video-{args.side}.jpg", quality=85)
         pairs = [np.concatenate([a, b], axis=1) for a, b in zip(independent, held, strict=True)]
         animation(args.results / f"video-{args.side}.webp", pairs, fps=8)
 

@@ -268,7 +268,10 @@ class Temporal:
     """How a video frame is held to the frames before it (temporal.stylize_frame; Ruder et al.
     2016). Apart from Settings: a still image has none of it."""
 
-    weight: float = 100.0  # of the temporal term, beside content 1 and style 5 (docs/video.md)
+    # Of the temporal term, beside content 1 and style 5: 10 and 100 held a 128 px pair alike
+    # (the flow's own error was what was left), 100 with a little less content kept
+    # (docs/video.md).
+    weight: float = 30.0
     # The earlier frames each frame is held to, as offsets back: 1 is the frame before; the
     # long-term ones (2, 4) hold a pixel hidden in the frame before to where it was last seen.
     offsets: tuple[int, ...] = (1, 2, 4)

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if video_remote.wanted(args):
         video_remote.run(args, settings, hold, styles, clip, names, args.start, end)
     else:
-        Clip(args, settings, hold, styles, clip, names).run(args.start, end)
+        ClipRun(args, settings, hold, styles, clip, names).run(args.start, end)
     if video.is_video_file(out):
         left_out = video.encode(
             names[args.start - 1 : end], out, clip.fps, None if clip.is_folder else clip,
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class Clip:
+class ClipRun:
     """The frames start..end of a clip stylised in order, each held to the finished frames
     before it (temporal.History), finished frames skipped."""
 
