@@ -105,3 +105,27 @@ def test_first_step_and_step_bound_are_in_element_units():
     assert abs(moves[0] - 0.01) < 1e-7 and abs(free_moves[0] - 0.01) < 1e-7
     assert max(moves) <= 0.05 + 1e-7 < 0.15 < max(free_moves)
     assert values[-1] < values[0] - 5
+
+
+def test_trimmed_products_and_a_capped_history_take_the_same_steps():
+    """On the CPU the products run over the filled slots only; a history of steps - 1 pairs
+    keeps every pair a run of that many steps makes (the engine's cap): both take the steps
+    of the full-width products over a history of 50 (the old path), before and after the
+    ring buffer wraps."""
+    f = _problem()
+
+    def run(history: int, trim: bool, steps: int) -> torch.Tensor:
+        x = torch.zeros(40, requires_grad=True)
+        opt = LBFGS(x, history=history)
+        opt.trim = trim
+        for _ in range(steps):
+            x.grad = None
+            f(x).backward()
+            with torch.no_grad():
+                opt.step(x.grad)
+        return x.detach()
+
+    old = run(50, trim=False, steps=9)
+    assert torch.allclose(run(50, trim=True, steps=9), old, atol=1e-6)
+    assert torch.allclose(run(8, trim=True, steps=9), old, atol=1e-6)
+    assert torch.allclose(run(4, trim=True, steps=12), run(4, trim=False, steps=12), atol=1e-6)

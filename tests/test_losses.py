@@ -306,6 +306,18 @@ def test_host_sort_orders_float32_rows_of_any_sign():
         assert torch.equal(losses._argsort_rows(rows, runs=True), order)
 
 
+def test_radix_sort_gives_the_packed_sorts_order(monkeypatch):
+    """The radix sort (the new path) and the int64 key sort (the old one) give the same
+    order, ties by position, over blocks of rows (a small block: several per thread)."""
+    g = torch.Generator().manual_seed(1)
+    p = torch.randn(7, 500, generator=g) * torch.logspace(-30, 30, 7)[:, None]
+    p[:, ::5] = torch.tensor([0.0, -0.0, 1.5, -1.5, 3e-39]).repeat(20)  # ties, zeros, subnormal
+    monkeypatch.setattr(losses, "RADIX_BLOCK", 1000)
+    expected = torch.from_numpy(losses._packed_argsort(p.numpy()))
+    assert torch.equal(losses._argsort_rows(p), expected)
+    assert torch.equal(torch.from_numpy(losses._radix_argsort(p.numpy())), expected)
+
+
 def test_a_forked_child_sorts_with_its_own_threads():
     """The host's sort runs on a thread pool; a child forked after the parent used it (the
     pool's threads do not survive a fork) sorts as well."""
@@ -318,3 +330,25 @@ def test_a_forked_child_sorts_with_its_own_threads():
     with ctx.Pool(1) as pool:
         got = pool.apply_async(losses._argsort_rows, (p,)).get(timeout=60)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["gram", "w2", "sw"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_activations_get_the_same_loss_and_gradient_in_their_layout(kind, dtype):
+    """The engine's activations are channels_last in bf16 and on CUDA: the loss reads them
+    without a copy and writes their gradient in that layout (no reorder in the convolution's
+    backward), with the values of the contiguous path (the old one)."""
+    loss = losses.STYLE_LOSSES[kind]
+    g = torch.Generator().manual_seed(3)
+    target = loss.target(loss.describe(torch.rand(1, 16, 9, 11, generator=g)))
+    a = torch.rand(1, 16, 12, 10, generator=g).to(dtype)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = a.contiguous(memory_format=layout).detach().requires_grad_(True)
+        value = loss(target, x, 2.0)
+        value.backward()
+        assert x.grad.dtype == dtype and x.grad.is_contiguous(memory_format=layout)
+        results.append((value.detach(), x.grad.float()))
+    (v0, g0), (v1, g1) = results
+    assert torch.allclose(v0, v1, rtol=1e-5)
+    assert torch.allclose(g0, g1, rtol=1e-2, atol=1e-3 * g0.abs().max().item())

@@ -23,7 +23,10 @@ passes pixel values).
 
 After the first step, a step only writes into buffers allocated up front and keeps its push
 counter on the device, so the same sequence of kernels serves every later step: it can be
-captured once in a CUDA graph and replayed (bench/probes/gpu_graph_probe.py).
+captured once in a CUDA graph and replayed (bench/probes/gpu_graph_probe.py). On the CPU, where
+nothing is captured, the products run over the pairs pushed so far only (the host counts
+them): the empty slots are inert but each matrix-vector product over a 512 px job's history
+reads 50 rows of 590k values, most of them zeros early in a level.
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ class LBFGS:
         self.order = (idx[:, None] + idx[None, :]) % history
         self.eye = torch.eye(history, **opts)
         self.pushes = torch.zeros((), dtype=torch.long, device=x.device)
+        # Pairs pushed, counted on the host: where shapes may change between steps (not on a
+        # GPU, whose steps must stay one sequence of kernels), only the filled slots are used.
+        self.count = 0
+        self.trim = x.device.type == "cpu"
         self.prev_step = torch.zeros(n, **opts)
         self.prev_g = torch.zeros(n, **opts)
         self.started = False
@@ -99,28 +106,40 @@ class LBFGS:
         """Add the pair (s, y) = (step, change of gradient) in place of the oldest."""
         j = (self.pushes % self.m).view(1)  # a device index: no host sync, no baked-in slot
         self.pushes.add_(1)
+        self.count += 1
+        k = self._filled()
         ys = torch.dot(y, s)
         ok = ys > _CURVATURE_EPS
         self.s.index_copy_(0, j, s[None])
         self.y.index_copy_(0, j, y[None])
-        self.a.index_copy_(0, j, (self.y @ s)[None])
-        self.a.index_copy_(1, j, (self.s @ y)[:, None])
+        a = self.a[:k, :k]  # a view: the products land in self.a
+        a.index_copy_(0, j, (self.y[:k] @ s)[None])
+        a.index_copy_(1, j, (self.s[:k] @ y)[:, None])
         rho = ok / ys.clamp_min(_CURVATURE_EPS)  # 0 where the curvature is too small
         self.rho.index_copy_(0, j, rho.view(1))
         self.gamma.copy_(torch.where(ok, ys / torch.dot(y, y).clamp_min(1e-30), self.gamma))
 
+    def _filled(self) -> int:
+        """Slots the products run over: those filled so far where trimming, else all."""
+        return min(self.count, self.m) if self.trim else self.m
+
     def _inverse_hessian_times(self, g: torch.Tensor) -> torch.Tensor:
-        p = self.order.index_select(0, (self.pushes % self.m).view(1))[0]  # oldest .. newest
-        a = self.a[p][:, p]
-        rho = self.rho[p]
-        upper = torch.addcmul(self.eye, rho[:, None], torch.triu(a, 1))
+        k = self._filled()
+        if k < self.m:  # slots 0 .. k - 1 filled in order: oldest .. newest
+            p = self.order[0, :k]
+        else:
+            p = self.order.index_select(0, (self.pushes % self.m).view(1))[0]  # oldest .. newest
+        s, y, eye = self.s[:k], self.y[:k], self.eye[:k, :k]
+        a = self.a[:k, :k][p][:, p]
+        rho = self.rho[:k][p]
+        upper = torch.addcmul(eye, rho[:, None], torch.triu(a, 1))
         alpha = torch.linalg.solve_triangular(
-            upper, (rho * (self.s @ g)[p])[:, None], upper=True, unitriangular=True
+            upper, (rho * (s @ g)[p])[:, None], upper=True, unitriangular=True
         )[:, 0]
         alpha_slots = torch.empty_like(alpha).index_copy_(0, p, alpha)
-        q = torch.addmv(g, self.y.T, alpha_slots, alpha=-1)
-        lower = torch.addcmul(self.eye, rho[:, None], torch.tril(a.T, -1))
-        rhs = torch.addcmul(alpha, self.gamma * rho, (self.y @ q)[p], value=-1)
+        q = torch.addmv(g, y.T, alpha_slots, alpha=-1)
+        lower = torch.addcmul(eye, rho[:, None], torch.tril(a.T, -1))
+        rhs = torch.addcmul(alpha, self.gamma * rho, (y @ q)[p], value=-1)
         c = torch.linalg.solve_triangular(lower, rhs[:, None], upper=False, unitriangular=True)
         c_slots = torch.empty_like(alpha).index_copy_(0, p, c[:, 0])
-        return torch.addmv(self.gamma * q, self.s.T, c_slots)
+        return torch.addmv(self.gamma * q, s.T, c_slots)

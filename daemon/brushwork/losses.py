@@ -69,9 +69,31 @@ class Moments:
 
 
 def moments(a: torch.Tensor) -> Moments:
-    _, n_c, n_h, n_w = a.shape
-    f = _at_least_fp32(a.reshape(n_c, n_h * n_w))
-    return Moments(f.mean(dim=1), (f @ f.T) / (n_h * n_w))
+    f = _at_least_fp32(flat(a))
+    return Moments(f.mean(dim=1), (f @ f.T) / f.shape[1])
+
+
+def flat(a: torch.Tensor) -> torch.Tensor:
+    """(1, nC, nH, nW) activations as (nC, nH nW), a view in either memory format (a reshape
+    copies channels_last activations, the engine's on CUDA and in bf16)."""
+    return a.flatten(2)[0]
+
+
+def _position_major(f: torch.Tensor) -> bool:
+    """Whether flat() activations lie position by position in memory (channels_last)."""
+    return f.stride(1) != 1
+
+
+def _product(
+    m: torch.Tensor, f: torch.Tensor, position_major: bool, offset: torch.Tensor | None = None
+) -> torch.Tensor:
+    """m @ f (+ offset per row) for (nC, N) f, laid out position by position where
+    `position_major`: a gradient in the activations' own layout goes into the convolution's
+    backward without a reorder (docs/performance.md)."""
+    if not position_major:
+        return torch.mm(m, f) if offset is None else torch.addmm(offset[:, None], m, f)
+    product = torch.mm(f.T, m.T) if offset is None else torch.addmm(offset[None], f.T, m.T)
+    return product.T
 
 
 @dataclass(frozen=True)
@@ -132,7 +154,7 @@ class _StyleLayerLoss(torch.autograd.Function):
     ) -> torch.Tensor:
         _, n_c, n_h, n_w = a_g.shape
         n = n_c * (n_h * n_w if rest is None else rest.count)
-        f = a_g.reshape(n_c, n_h * n_w)
+        f = flat(a_g)
         f32 = _at_least_fp32(f)
         if rest is not None:  # the rest's share of M_G moves to the other side
             gram_s = gram_s - rest.sums.second * (1 / n)
@@ -144,7 +166,7 @@ class _StyleLayerLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None, None]:
         d, f = ctx.saved_tensors
-        grad_f = torch.mm(d.to(f.dtype), f, out=torch.empty_like(f))  # f's dtype and layout
+        grad_f = _product(d.to(f.dtype), f, _position_major(f))  # f's dtype and layout
         return None, grad_f.mul_(grad * ctx.scale).view(ctx.shape), None, None
 
 
@@ -268,8 +290,8 @@ class _W2LayerLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, mean_s, root_s, trace_s, delta, a_g, weight, rest):
-        _, n_c, n_h, n_w = a_g.shape
-        f = a_g.reshape(n_c, n_h * n_w)
+        _, _, n_h, n_w = a_g.shape
+        f = flat(a_g)
         # Sigma_G from the raw moments, as the style's (W2Loss.target): no centred copy of the
         # activations, which at the first layers is the largest tensor of the step.
         g = moments_with(a_g, rest)
@@ -292,7 +314,7 @@ class _W2LayerLoss(torch.autograd.Function):
         d, shift, mean, f = ctx.saved_tensors
         # (I - T)(F - mu 1^T) + shift 1^T = (I - T) F + (shift - (I - T) mu) 1^T: F uncentred.
         offset = (shift - d @ mean).to(f.dtype)
-        grad_f = torch.addmm(offset[:, None], d.to(f.dtype), f)
+        grad_f = _product(d.to(f.dtype), f, _position_major(f), offset)
         return None, None, None, None, grad_f.mul_(grad * ctx.scale).view(ctx.shape), None, None
 
 
@@ -398,9 +420,8 @@ class Marginals:
 
 def projections(a: torch.Tensor, seed: int | None = None) -> torch.Tensor:
     """(nC, nH nW) a layer's activations projected on directions(nC, seed), in fp32 at least."""
-    _, n_c, n_h, n_w = a.shape
-    f = _at_least_fp32(a.reshape(n_c, n_h * n_w))
-    return directions(n_c, seed).to(f).T @ f
+    f = _at_least_fp32(flat(a))
+    return directions(f.shape[0], seed).to(f).T @ f
 
 
 def marginals(a: torch.Tensor, seed: int | None = None) -> Marginals:
@@ -455,23 +476,27 @@ def _counts(at: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _argsort_rows(p: torch.Tensor, runs: bool = False) -> torch.Tensor:
-    """Each row's ascending order, ties by position. On the host NumPy's vectorised sort,
-    5-10x torch's on the CPUs measured (docs/performance.md), its rows split over torch's
-    threads (NumPy lets go of the GIL while it sorts); torch's elsewhere. `runs`: each row is
-    a few ascending runs laid end to end, which NumPy's stable sort merges (3x its
-    vectorised sort on such rows here, slower on shuffled ones)."""
+    """Each row's ascending order, ties by position. On the host NumPy's sorts, 5-10x torch's
+    on the CPUs measured (docs/performance.md), its rows split over torch's threads (NumPy
+    lets go of the GIL while it sorts); torch's elsewhere. float32 rows go through a radix
+    sort (_radix_argsort); `runs`: each row is a few ascending runs laid end to end, which
+    NumPy's stable sort merges (3x its vectorised sort on such rows here, slower on shuffled
+    ones)."""
     if p.device.type != "cpu":
         return p.argsort(dim=1, stable=True)
     a = p.detach().numpy()
     order = np.empty(a.shape, dtype=np.int64)
-    kind = "stable" if runs else None
 
     def sort(rows: slice) -> None:
-        order[rows] = (
-            _packed_argsort(a[rows], kind)
-            if a.dtype == np.float32
-            else a[rows].argsort(1, kind="stable")
-        )
+        if a.dtype != np.float32:
+            order[rows] = a[rows].argsort(1, kind="stable")
+        elif runs:
+            order[rows] = _packed_argsort(a[rows], "stable")
+        else:  # a block of rows at a time: the passes' index arrays stay small
+            block = max(1, RADIX_BLOCK // a.shape[1])
+            for lo in range(rows.start, rows.stop, block):
+                hi = min(rows.stop, lo + block)
+                order[lo:hi] = _radix_argsort(a[lo:hi])
 
     n = max(1, min(torch.get_num_threads(), len(a)))
     bounds = np.linspace(0, len(a), n + 1).astype(int)
@@ -489,6 +514,22 @@ def _packed_argsort(a: np.ndarray, kind: str | None = None) -> np.ndarray:
     key |= np.arange(a.shape[1])
     key.sort(axis=1, kind=kind)
     return key & 0xFFFFFFFF
+
+
+# Elements per block of rows the radix sort takes at once (its index arrays are 8 bytes each).
+RADIX_BLOCK = 1 << 20
+
+
+def _radix_argsort(a: np.ndarray) -> np.ndarray:
+    """argsort of float32 rows, ties by position, as two stable sorts of 16-bit halves of
+    keys that order as the floats do (least significant half first): NumPy's stable argsort
+    of 16-bit integers is a radix sort, linear in the row's length, and the two passes took
+    half the CPU time of _packed_argsort on a 512 px job's rows (docs/performance.md)."""
+    bits = a.view(np.uint32)
+    key = bits ^ ((bits >> 31) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000))
+    low = np.argsort(key.astype(np.uint16), axis=1, kind="stable")
+    high = np.take_along_axis((key >> 16).astype(np.uint16), low, 1)
+    return np.take_along_axis(low, np.argsort(high, axis=1, kind="stable"), 1)
 
 
 @functools.cache
@@ -590,9 +631,10 @@ class _SlicedLayerLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a_g, target, rest, weight):
-        _, n_c, n_h, n_w = a_g.shape
+        _, _, n_h, n_w = a_g.shape
         d, n = target.directions, n_h * n_w
-        p = d.T @ _at_least_fp32(a_g.reshape(n_c, n))
+        f = _at_least_fp32(flat(a_g))
+        p = d.T @ f
         order = _argsort_rows(p)
         if rest is None:
             count, matched = n, torch.empty_like(p).scatter_(1, order, target.quantiles(n))
@@ -601,12 +643,13 @@ class _SlicedLayerLoss(torch.autograd.Function):
         r = p.sub_(matched)
         ctx.save_for_backward(d, r)
         ctx.scale, ctx.shape, ctx.dtype = 2 * weight / count, a_g.shape, a_g.dtype
+        ctx.position_major = _position_major(f)
         return r.pow(2).sum() * (weight / count)
 
     @staticmethod
     def backward(ctx, grad):
         d, r = ctx.saved_tensors
-        grad_f = (d @ r).mul_(grad * ctx.scale)
+        grad_f = _product(d, r, ctx.position_major).mul_(grad * ctx.scale)
         return grad_f.to(ctx.dtype).view(ctx.shape), None, None, None
 
 

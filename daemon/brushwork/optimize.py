@@ -248,9 +248,11 @@ class Run:
             temporal = (target, mask, weight, elements)
         v = _Scaled(x, free) if free is not None else _Pixels(x)
         # L-BFGS: one function evaluation per step (no line search), so cancel and progress run
-        # every iteration; the curvature history lives for one scale (or tile).
+        # every iteration; the curvature history lives for one scale (or tile), whose `steps`
+        # push steps - 1 pairs: no more are kept (at 512 px 50 pairs held 236 MB).
+        history = min(HISTORY, max(1, steps - 1))
         opt = (
-            LBFGS(v.leaf, HISTORY, first_step=LBFGS_FIRST_STEP, max_step=LBFGS_MAX_STEP)
+            LBFGS(v.leaf, history, first_step=LBFGS_FIRST_STEP, max_step=LBFGS_MAX_STEP)
             if s.optimizer == "lbfgs"
             else None
         )

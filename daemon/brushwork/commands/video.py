@@ -222,8 +222,8 @@ def _comment(path: Path) -> str | None:
     import av
 
     try:
-        with av.open(str(path)) as container:
-            return container.metadata.get("comment")
+        with av.open(str(path)) as container:  # Matroska says COMMENT
+            return next((v for k, v in container.metadata.items() if k.lower() == "comment"), None)
     except av.FFmpegError:
         return None
 
