@@ -29,6 +29,7 @@ STOPPED_STEPS = Settings().at_quality("normal").iterations
 
 BATCH = r"""
 import json
+import time
 import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
@@ -63,11 +64,13 @@ def run_case(case):
     for key, value in case["args"].items():
         cfg.set_property(key, value)
     result = proc.run(cfg)
+    ended = time.time()
     status = result.index(0)
     top = image.get_layers()
     report = {
         "status": status.value_nick,
         "message": result.index(1) if status != Gimp.PDBStatusType.SUCCESS else None,
+        "ended": ended,
         "layers": [layer.get_name() for layer in top],
         "sources": [dump(layer, f"{case['name']}-source-{i}")
                     for i, layer in enumerate(reversed([l for l in top if not l.is_group()]))],
@@ -131,7 +134,10 @@ def frames_session(gimp_root, daemon) -> dict:  # noqa: F811
                 pytrace=False,
             )
         report = json.loads(report_file.read_text())
-        for case in report.values():
+        record = gimp.out / "record.jsonl"  # what the user saw: repaints, progress
+        seen = [json.loads(line) for line in record.read_text().splitlines()]
+        report["frames"]["seen"] = [r for r in seen if r["time"] < report["frames"]["ended"]]
+        for case in (report["frames"], report["stopped"]):
             for key in ("sources", "frames"):
                 case[key] = [_pixels(gimp.out, info)["rgba"] for info in case[key]]
         yield report
@@ -165,6 +171,14 @@ def test_every_layer_is_styled_as_a_frame_into_a_new_group(frames_session, daemo
         assert np.isfinite(frame).all() and np.abs(frame[..., :3] - source[..., :3]).mean() > 0.05
     # The second frame is the daemon's own result for it, held to the first frame's result:
     # the same job straight on the daemon gives the layer's pixels.
+    # Each frame's layer was repainted from the daemon's previews while its job ran, and
+    # GIMP's progress named the frame.
+    repainted = {r["layer"] for r in case["seen"] if r["kind"] == "repaint"}
+    assert repainted == {f"frame-{t}.png styled" for t in range(1, FRAMES + 1)}
+    shown = [r["text"] for r in case["seen"] if r["kind"] == "progress"]
+    assert {t.split(":")[0] for t in shown if t.startswith("Frame ")} == {
+        f"Frame {t} of {FRAMES}" for t in range(1, FRAMES + 1)
+    }
     u8 = [np.round(f * 255).astype(np.uint8) for f in (*case["sources"], *case["frames"])]
     sources, results = u8[:FRAMES], u8[FRAMES:]
     settings = logic.build_settings(
