@@ -32,6 +32,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
+import brushwork_frames  # noqa: E402
 import brushwork_gimp as bg  # noqa: E402
 import brushwork_logic as logic  # noqa: E402
 from brushwork.errors import BrushworkError  # noqa: E402
@@ -107,12 +108,14 @@ def add_arguments(proc):
 
 class Brushwork(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [PROCEDURE]
+        return [PROCEDURE, brushwork_frames.PROCEDURE]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == brushwork_frames.PROCEDURE:  # Filters > Animation: every layer a frame
+            return brushwork_frames.create_procedure(self, sys.modules[__name__])
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)

@@ -1,6 +1,7 @@
 """`brushwork video IN -o OUT --style S [S ...]`: a clip stylised frame by frame without
 flicker (each frame held to the ones before it by optical flow: docs/video.md), in this
-process.
+process; with --server (or $BRUSHWORK_SERVER set) on that daemon, a job a frame, and on a
+daemon with several workers (serve --ray) a chunk of the clip a worker (docs/cli.md).
 
 IN is a video file or a folder of numbered frames; OUT a folder (PNG frames, frame_000001.png
 numbered as IN's frames) or a video file (.mp4, .mkv, .mov, .webm, .gif) at IN's frame rate,
