@@ -54,6 +54,7 @@ CONTENT = REPO / "examples" / "tubingen.jpg"
 STYLE = REPO / "examples" / "starry_night.jpg"
 FLOOR_SIDE, JOB_SIDE, DRAFT_SIDE = 512, 512, 160
 FLOOR_REPEATS = 3
+DAEMON_START = 600  # seconds the daemon may take to answer (a loaded machine takes minutes)
 # --tiny: the same rows at sizes where everything takes seconds (the CI dry run).
 TINY = {"floor": 64, "job": 64, "draft": 48, "iterations": 6}
 
@@ -185,7 +186,7 @@ def run_drafts(args: argparse.Namespace) -> dict:
     content = pixels.from_array(_fit(CONTENT, args.draft_side * 2))
     style = _fit(STYLE, args.draft_side * 2)
     other = pixels.from_array(np.ascontiguousarray(style[::-1]))  # warms all but this style
-    process, endpoint = start_daemon(args.device)
+    process, endpoint = start_daemon(args.device, timeout=DAEMON_START)
     times = {}
     try:
         with Client(endpoint, timeout=120) as client:
@@ -285,10 +286,21 @@ def main() -> int:
         "draft_side": args.draft_side,
         "deepest": deepest(job_settings(args, args.job_sides[0])),
     }
+    status = 0
     if "job" in args.rows:
         report["jobs"] = {side: run_job(args, side) for side in args.job_sides}
+        write(report, args)  # kept should the drafts fail
     if "drafts" in args.rows:
-        report["drafts"] = run_drafts(args)
+        try:
+            report["drafts"] = run_drafts(args)
+        except SystemExit as e:  # the daemon did not start: the jobs' rows still count
+            report["drafts_error"], status = str(e), 1
+    write(report, args)
+    return status
+
+
+def write(report: dict, args: argparse.Namespace) -> None:
+    """Print the table and write it (.md) with every figure (.json)."""
     report["load_after"] = os.getloadavg()[0]
     title = f"{args.device} {report['date'][:10]}{' ' + args.tag if args.tag else ''}"
     text = (
@@ -298,12 +310,13 @@ def main() -> int:
         f"load average {report['load_before']:.1f} before, {report['load_after']:.1f} after; "
         f"settings changed: {report['settings'] or 'none'}.\n\n{table(report)}\n"
     )
+    if "drafts_error" in report:
+        text += f"\nNo drafts: {report['drafts_error']}\n"
     print(text)
     name = f"speed-{args.device}-{report['date'][:10]}{'-' + args.tag if args.tag else ''}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.md").write_text(text)
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    return 0
 
 
 def _setting(text: str) -> tuple[str, object]:

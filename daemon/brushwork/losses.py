@@ -75,7 +75,7 @@ def moments(a: torch.Tensor) -> Moments:
 
 def flat(a: torch.Tensor) -> torch.Tensor:
     """(1, nC, nH, nW) activations as (nC, nH nW), a view in either memory format (a reshape
-    copies channels_last activations, the engine's on CUDA and in bf16)."""
+    copies channels_last activations, the engine's on CUDA and CPUs)."""
     return a.flatten(2)[0]
 
 
