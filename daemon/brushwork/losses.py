@@ -6,6 +6,10 @@ Activations `a` are (1, nC, nH, nW) tensors from one VGG layer. Caffe VGG16 sees
 therefore divides each term by its target's own energy (`content_scale`, `style_scale`): the
 weights a, b and lambda_l become unit-free, every layer starts on an equal footing, and L-BFGS
 sees a well-scaled problem at every image size.
+
+Past 600 lines for a reason: the three style losses, their gradients written out, and the host
+sort the sliced one needs are one unit behind STYLE_LOSSES, and no other module should see
+their internals.
 """
 
 from __future__ import annotations
