@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 import attacks
-from brushwork import __version__, pixels, protocol
+from brushwork import __version__, manifest, pixels, protocol
 from brushwork.client import Client, DaemonError, NoDaemon
 from brushwork.protocol import ProgressReply, ResultReply
 from brushwork.settings import Settings
@@ -229,6 +229,11 @@ def soak(daemon: Daemon, jobs: int) -> dict:
 # --- kill -------------------------------------------------------------------------------------
 
 
+def _hidden(out: Path) -> list[str]:
+    """A batch's half-written files (hidden temporaries); its manifest is no such file."""
+    return [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != manifest.NAME]
+
+
 def kill_and_resume(
     daemon: Daemon, start_another: Callable[[], Daemon], folder: Path, count: int
 ) -> dict:
@@ -254,7 +259,7 @@ def kill_and_resume(
         first_exit = first.wait(120)
         exit_seconds = time.perf_counter() - killed
     finished = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
-    partial = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    partial = _hidden(out)
     second_daemon = start_another()
     try:
         command[command.index("--server") + 1] = second_daemon.endpoint
@@ -274,7 +279,7 @@ def kill_and_resume(
         "rerun_skipped": int(re.search(r"(\d+) skipped", rerun.stderr).group(1)),
         "finished_outputs_kept_byte_identical": kept,
         "outputs_complete_after_rerun": readable,
-        "temp_files_left": len([p for p in out.iterdir() if p.name.startswith(".")]),
+        "temp_files_left": len(_hidden(out)),
     }
 
 
