@@ -27,7 +27,8 @@ def test_speed_dry_run_reports_every_row_in_floor_passes(weights_file: Path, tmp
     job, drafts = figures["jobs"]["64"], figures["drafts"]
     assert figures["deepest"] == "conv4_3" and figures["cpu"]
     assert len(job["floor"]["cpu"]) == 3 and all(t > 0 for t in job["floor"]["wall"])
-    assert job["seconds"] > 0 and job["peak_rss_mb"] > job["rss_before_job_mb"] > 0
+    # A tiny job may stay under the high-water mark its process had already reached.
+    assert job["seconds"] > 0 and job["peak_rss_mb"] >= job["rss_before_job_mb"] > 0
     assert len(job["levels"]) == 1  # 64 px: one level
     assert all(v == v for v in job["losses"].values())  # finite, not NaN
     assert drafts["new style"] > 0 and drafts["cached style cpu"] > 0
