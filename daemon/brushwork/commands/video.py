@@ -185,18 +185,13 @@ def _engine(args: argparse.Namespace):
 
 def _key(settings, hold, styles, clip) -> str:
     """What a clip's frames depend on: the settings, the temporal term, the style images'
-    pixels and the input (its files' sizes and times)."""
+    pixels and the input (its files as they are now, as batch keys its outputs)."""
     from brushwork import video
+    from brushwork.manifest import digest, job_key
 
-    digest = hashlib.blake2b(digest_size=12)
-    digest.update(json.dumps([settings.to_dict(), hold.to_dict()], sort_keys=True).encode())
-    for style in styles:
-        digest.update(str(style.shape).encode() + style.tobytes())
     files = video.folder_frames(clip.path) if clip.is_folder else [clip.path]
-    for f in files:
-        stat = f.stat()
-        digest.update(f"{f.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
+    pixels = [hashlib.blake2b(str(s.shape).encode() + s.tobytes()).hexdigest() for s in styles]
+    return digest(job_key(settings, files, temporal=hold.to_dict(), styles=pixels))
 
 
 def _prepare(folder: Path, key: str, overwrite: bool) -> None:
