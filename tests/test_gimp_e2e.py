@@ -1,17 +1,13 @@
 """The plug-in in a real GIMP 3 against a real daemon, driven by gimp-console (issue 4, part 3).
 
-GIMP 3 comes from install/gimp_root.sh (the host's own on Debian 13, else a trixie chroot);
-the plug-in goes into a throw-away profile through install/install.sh --plugin-only; the
-daemon is the suite's real one on loopback, which GIMP in the chroot reaches through the
-shared network. One GIMP session runs every case (GIMP starts in seconds, not milliseconds)
-and writes a report plus raw pixel dumps; the tests below check them with numpy.
-
-Under CI (CI=true) a GIMP 3 that cannot be set up fails these tests; elsewhere they skip.
+GIMP 3 and the plug-in in its throw-away profile, against the suite's real daemon, are the
+suite's `gimp` (tests/fixtures_gimp.py). One GIMP session runs every case (GIMP starts in
+seconds, not milliseconds) and writes a report plus raw pixel dumps; the tests below check
+them with numpy.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -29,109 +25,18 @@ from PIL import Image
 
 from brushwork import pixels
 from brushwork.settings import Settings
+from fixtures_gimp import GIMP_TIMEOUT, REPO, GimpSession, dumped_pixels
+from plugin_helpers import plugin_module
 
 pytestmark = pytest.mark.gimp
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_logic():
-    """The plug-in's brushwork_logic, by file path (its folder's brushwork.py would shadow the
-    brushwork package on sys.path)."""
-    path = REPO / "plugin" / "brushwork" / "brushwork_logic.py"
-    if "brushwork_logic" in sys.modules:  # test_plugin_logic loaded it already
-        return sys.modules["brushwork_logic"]
-    spec = importlib.util.spec_from_file_location("brushwork_logic", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-logic = _load_logic()
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-GIMP_TIMEOUT = 600  # seconds for the whole session: cold start + every case
+logic = plugin_module("brushwork_logic")
 DIALOG_TIMEOUT = 240  # the same for the dialogs' session: a dialog left open ends it
 CONTENT_SIZE = (96, 64)  # width, height
 ELLIPSE = (20, 10, 48, 40)  # x, y, width, height of the selection case
 DEAD_ENDPOINT = "tcp://127.0.0.1:9"  # discard port: nothing answers there
 # Where GIMP keeps a procedure's last used values (GimpProcedureConfigRun's type name).
 LAST_VALUES = "GimpProcedureConfigRun-python-fu-brushwork-style.last"
-
-
-def _unavailable(message: str):
-    if IN_CI:
-        pytest.fail(f"GIMP 3 end-to-end test cannot run under CI: {message}", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def gimp_root() -> Path:
-    """The root GIMP 3 runs in ("/" for the host's own GIMP)."""
-    if os.geteuid() != 0 and shutil.which("gimp-console-3.0") is None:
-        _unavailable("no gimp-console-3.0 here and building the chroot needs root")
-    try:
-        built = subprocess.run(
-            ["bash", str(REPO / "install" / "gimp_root.sh")],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    except subprocess.TimeoutExpired:
-        _unavailable("install/gimp_root.sh took more than 15 minutes")
-    if built.returncode != 0:
-        _unavailable(f"install/gimp_root.sh failed: {built.stderr.strip()[-2000:]}")
-    return Path(built.stdout.strip().splitlines()[-1])
-
-
-class GimpSession:
-    """A folder GIMP can see (inside its root), and a way to run a Python batch there."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        (root / "tmp").mkdir(exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix="brushwork-e2e-", dir=root / "tmp"))
-        self.profile = self.work / "profile"
-        self.plugin = self.profile / "plug-ins" / "brushwork"
-        self.out = self.work / "out"
-        for folder in (self.profile / "plug-in-settings", self.out, self.work / "home"):
-            folder.mkdir(parents=True)
-        self.logs: dict[str, str] = {}  # GIMP's output of each session, by tag
-
-    def inside(self, path: Path) -> str:
-        """The path GIMP sees for a file of ours."""
-        return "/" + str(path.relative_to(self.root)).lstrip("/")
-
-    def command(self, *words: str, display: str = "") -> list[str]:
-        """`words` run inside the root with a clean environment (and an X display if given)."""
-        env = [
-            "env",
-            "-i",
-            f"HOME={self.inside(self.work / 'home')}",
-            "PATH=/usr/bin:/bin",
-            "LANG=C.UTF-8",
-            f"GIMP3_DIRECTORY={self.inside(self.profile)}",
-            f"BRUSHWORK_RECORD={self.inside(self.out / 'record.jsonl')}",
-            *([f"DISPLAY={display}"] if display else []),
-        ]
-        chroot = [] if self.root == Path("/") else ["chroot", str(self.root)]
-        return [*chroot, *env, *words]
-
-    def batch(
-        self, script: Path, display: str = "", timeout: int = GIMP_TIMEOUT
-    ) -> subprocess.CompletedProcess:
-        gimp = self.command(
-            "timeout",
-            str(timeout),
-            "gimp-console-3.0",
-            "-i",
-            "--batch-interpreter=python-fu-eval",
-            "-b",
-            f"exec(open({self.inside(script)!r}).read())",
-            "--quit",
-            display=display,
-        )
-        return subprocess.run(gimp, capture_output=True, text=True, timeout=timeout + 30)
 
 
 def _content() -> np.ndarray:
@@ -276,40 +181,15 @@ with open(SPEC["report"], "w") as f:
 
 
 @pytest.fixture(scope="module")
-def gimp(gimp_root, daemon) -> GimpSession:
-    """A throw-away profile with the plug-in installed by install.sh, and the test images."""
-    gimp = GimpSession(gimp_root)
-    try:
-        _install_plugin(gimp, daemon.endpoint)
-        Image.fromarray(_content(), "RGBA").save(gimp.work / "content.png")
-        Image.fromarray(_style(), "RGB").save(gimp.work / "style.png")
-        (gimp.work / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
-        yield gimp
-    finally:
-        shutil.rmtree(gimp.work, ignore_errors=True)
-
-
-def _install_plugin(gimp: GimpSession, endpoint: str) -> None:
-    install = [
-        "bash",
-        str(REPO / "install" / "install.sh"),
-        "--plugin-only",
-        "--gimp-profile",
-        str(gimp.profile),
-        "--endpoint",
-        endpoint,
-        "--venv",
-        sys.prefix,
-    ]
-    if gimp.root != Path("/"):
-        install += ["--gimp-root", str(gimp.root)]
-    installed = subprocess.run(install, capture_output=True, text=True, timeout=300)
-    assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}{installed.stderr}"
-    assert (gimp.plugin / "brushwork.py").stat().st_mode & 0o111, "plug-in is not executable"
+def e2e_pictures(gimp) -> None:
+    """This module's test images in the shared GIMP's work folder."""
+    Image.fromarray(_content(), "RGBA").save(gimp.work / "content.png")
+    Image.fromarray(_style(), "RGB").save(gimp.work / "style.png")
+    (gimp.work / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
 
 
 @pytest.fixture(scope="module")
-def session(gimp, daemon) -> dict:
+def session(gimp, e2e_pictures, daemon) -> dict:
     """Every non-interactive case in one GIMP session: the report, by case name."""
     content, style = gimp.inside(gimp.work / "content.png"), gimp.inside(gimp.work / "style.png")
     shutil.copy(gimp.work / "style.png", gimp.work / "stopped.png")  # names its layer
@@ -495,14 +375,13 @@ def _run_cases(
             case[kind + "s"] = [r for r in case["records"] if r["kind"] == kind]
         for pane in case["panes"]:  # the file as this side sees it
             pane["file"] = str(gimp.root / pane["file"].lstrip("/"))
-        case["pixels"] = {
-            key: _pixels(gimp.out, case[key]) for key in ("before", "after", "new") if case[key]
-        }
+        dumps = [key for key in ("before", "after", "new") if case[key]]
+        case["pixels"] = {key: dumped_pixels(gimp.out, case[key]) for key in dumps}
     return report
 
 
 @pytest.fixture(scope="module")
-def dialog_session(gimp, daemon) -> dict:
+def dialog_session(gimp, e2e_pictures, daemon) -> dict:
     """The interactive runs: GIMP's dialog on a virtual X display, driven by xdotool. The
     first waits for the preview pane, raises Strength by a key, waits for the pane again and
     presses OK; the second waits for the pane and presses Keep preview.
@@ -608,14 +487,6 @@ class VirtualDisplay:
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
-
-
-def _pixels(out: Path, info: dict) -> dict[str, np.ndarray]:
-    shape = (info["height"], info["width"])
-    arrays = {"rgba": np.fromfile(out / info["file"], "<f4").reshape(*shape, 4)}
-    if info["mask"]:
-        arrays["mask"] = np.fromfile(out / info["mask"]["file"], "<f4").reshape(shape)
-    return arrays
 
 
 def _assert_stylized(result: np.ndarray, source: np.ndarray) -> None:
@@ -813,7 +684,9 @@ def test_installer_finds_the_profile_inside_the_gimp_root(gimp_root):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_without_pyzmq_the_filter_is_listed_and_says_how_to_install_it(gimp_root, gimp):
+def test_without_pyzmq_the_filter_is_listed_and_says_how_to_install_it(
+    gimp_root, gimp, e2e_pictures
+):
     """A fresh profile (GIMP queries the plug-in anew) whose plug-in has no zmq beside it, in
     a GIMP whose Python has none either: the filter is there and its one message names the
     fix."""

@@ -1,7 +1,8 @@
 """The frames filter (Filters > Animation > Neural Style Transfer (frames)) in a real GIMP 3
 against the suite's real daemon: a 3-layer animation of a panned painting, styled frame by
 frame into a new layer group; a second run stopped by a daemon cancel in its second frame
-keeps the first. One GIMP session runs both (GIMP's set-up as in test_gimp_e2e.py)."""
+keeps the first. One GIMP session runs both, in the suite's GIMP profile (tests/fixtures_gimp.py,
+shared with test_gimp_e2e.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from PIL import Image
 from brushwork import pixels
 from brushwork.settings import Settings
 from clip_helpers import panned_clip, style
-from test_gimp_e2e import GimpSession, _install_plugin, _pixels, gimp_root, logic  # noqa: F401
+from fixtures_gimp import dumped_pixels
+from plugin_helpers import plugin_module
 
 pytestmark = pytest.mark.gimp
+
+logic = plugin_module("brushwork_logic")
 
 SIZE = 48  # px: the animation's frames
 FRAMES = 3
@@ -92,35 +96,38 @@ with open(SPEC["report"], "w") as f:
 
 
 @pytest.fixture(scope="module")
-def frames_session(gimp_root, daemon) -> dict:  # noqa: F811
-    gimp = GimpSession(gimp_root)
+def frames_session(gimp, daemon) -> dict:
+    """Both runs in one GIMP session: the report by case, pixels loaded, and for the first run
+    what the plug-in recorded (repaints, progress) while it ran."""
+    folder = gimp.work / "frames"  # this module's files, apart from the other GIMP tests'
+    out = folder / "out"
+    out.mkdir(parents=True)
     try:
-        _install_plugin(gimp, daemon.endpoint)
         paths = []
         for t, frame in enumerate(panned_clip(FRAMES, SIZE), 1):
-            path = gimp.work / f"frame-{t}.png"
+            path = folder / f"frame-{t}.png"
             Image.fromarray(frame).save(path)
             paths.append(gimp.inside(path))
-        Image.fromarray(style()).save(gimp.work / "style.png")
-        report_file = gimp.out / "report.json"
+        Image.fromarray(style()).save(folder / "style.png")
+        report_file = out / "report.json"
         spec = {
-            "out": gimp.inside(gimp.out),
+            "out": gimp.inside(out),
             "report": gimp.inside(report_file),
             "size": SIZE,
             "frames": paths,
-            "style": gimp.inside(gimp.work / "style.png"),
+            "style": gimp.inside(folder / "style.png"),
             "cases": [
                 {"name": "frames", "args": {"quality": "draft", "seed": 0}},
                 {"name": "stopped", "args": {"quality": "normal", "seed": 0}},
             ],
         }
-        (gimp.work / "spec.json").write_text(json.dumps(spec))
-        script = gimp.work / "batch.py"
-        script.write_text(BATCH.replace("__SPEC__", repr(gimp.inside(gimp.work / "spec.json"))))
+        (folder / "spec.json").write_text(json.dumps(spec))
+        script = folder / "batch.py"
+        script.write_text(BATCH.replace("__SPEC__", repr(gimp.inside(folder / "spec.json"))))
         done = threading.Event()
         canceller = threading.Thread(target=_cancel_second_frame, args=(daemon, done))
         canceller.start()
-        started = time.monotonic()
+        started, began = time.monotonic(), time.time()
         try:
             ran = gimp.batch(script)
         finally:
@@ -136,13 +143,14 @@ def frames_session(gimp_root, daemon) -> dict:  # noqa: F811
         report = json.loads(report_file.read_text())
         record = gimp.out / "record.jsonl"  # what the user saw: repaints, progress
         seen = [json.loads(line) for line in record.read_text().splitlines()]
-        report["frames"]["seen"] = [r for r in seen if r["time"] < report["frames"]["ended"]]
+        ended = report["frames"]["ended"]  # the other GIMP tests' records are not the run's
+        report["frames"]["seen"] = [r for r in seen if began <= r["time"] < ended]
         for case in (report["frames"], report["stopped"]):
             for key in ("sources", "frames"):
-                case[key] = [_pixels(gimp.out, info)["rgba"] for info in case[key]]
+                case[key] = [dumped_pixels(out, info)["rgba"] for info in case[key]]
         yield report
     finally:
-        shutil.rmtree(gimp.work, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _cancel_second_frame(daemon, done: threading.Event) -> None:

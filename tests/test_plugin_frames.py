@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from brushwork.errors import BrushworkError
 from brushwork.settings import Temporal
+from plugin_helpers import plugin_module
 
-NAME = "brushwork_frames_logic"
-PATH = Path(__file__).resolve().parents[1] / "plugin" / "brushwork" / f"{NAME}.py"
-_spec = importlib.util.spec_from_file_location(NAME, PATH)
-logic = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault(NAME, logic)  # dataclasses look their module up there
-_spec.loader.exec_module(logic)
+logic = plugin_module("brushwork_frames_logic")
 Layer = logic.FrameLayer
 
 CANVAS = (64, 48)

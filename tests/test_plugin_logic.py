@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -16,23 +15,12 @@ import pytest
 from brushwork.client import Client, NoDaemon
 from brushwork.errors import BrushworkError
 from brushwork.settings import CONTENT_POWER, LOW_RATIOS, STYLE_POWER, Settings
+from plugin_helpers import plugin_module
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_logic():
-    # By file path: putting plugin/brushwork on sys.path would let its brushwork.py shadow
-    # the brushwork package.
-    spec = importlib.util.spec_from_file_location(
-        "brushwork_logic", REPO / "plugin" / "brushwork" / "brushwork_logic.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-logic = _load_logic()
+logic = plugin_module("brushwork_logic")
 DEFAULTS = Settings()
 
 
