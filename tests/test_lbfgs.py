@@ -14,6 +14,17 @@ def _problem(n: int = 40):
     return lambda x: 0.5 * x @ q @ x - b @ x + 0.1 * (x**4).sum()
 
 
+def _step(f, x: torch.Tensor, opt: LBFGS) -> float:
+    """One step of `opt` on f at x, as the engine takes it (one evaluation, no line search);
+    f's value before the step."""
+    x.grad = None
+    loss = f(x)
+    loss.backward()
+    with torch.no_grad():
+        opt.step(x.grad)
+    return loss.item()
+
+
 def test_steps_match_torch_lbfgs():
     f = _problem()
     ref = torch.zeros(40, requires_grad=True)
@@ -29,10 +40,7 @@ def test_steps_match_torch_lbfgs():
             return loss
 
         torch_opt.step(closure)
-        x.grad = None
-        f(x).backward()
-        with torch.no_grad():
-            ours.step(x.grad)
+        _step(f, x, ours)
         assert torch.allclose(x, ref, atol=1e-4), (x - ref).abs().max()
     assert f(x) < f(torch.zeros(40)) - 1
 
@@ -45,12 +53,8 @@ def test_a_projected_step_still_minimises():
     opt = LBFGS(x, history=5)
     values = []
     for _ in range(30):
-        x.grad = None
-        loss = f(x)
-        loss.backward()
-        values.append(loss.item())
+        values.append(_step(f, x, opt))
         with torch.no_grad():
-            opt.step(x.grad)
             x.clamp_(-0.5, 0.5)
     assert values[-1] < values[0] - 5 and max(values) <= values[0]
 
@@ -62,16 +66,10 @@ def test_steps_after_the_first_only_write_into_their_buffers():
     x = torch.zeros(40, requires_grad=True)
     opt = LBFGS(x, history=3)
 
-    def step():
-        x.grad = None
-        f(x).backward()
-        with torch.no_grad():
-            opt.step(x.grad)
-
-    step()
+    _step(f, x, opt)
     state = {k: (v, v.data_ptr()) for k, v in vars(opt).items() if isinstance(v, torch.Tensor)}
     for _ in range(7):  # wraps the history twice
-        step()
+        _step(f, x, opt)
     after = {k: (v, v.data_ptr()) for k, v in vars(opt).items() if isinstance(v, torch.Tensor)}
     assert after.keys() == state.keys()
     for k, (tensor, ptr) in state.items():
@@ -91,12 +89,7 @@ def test_first_step_and_step_bound_are_in_element_units():
         opt = LBFGS(x, history=5, **steps)
         moves, values = [], []
         for _ in range(30):
-            x.grad = None
-            loss = f(x)
-            loss.backward()
-            values.append(loss.item())
-            with torch.no_grad():
-                opt.step(x.grad)
+            values.append(_step(f, x, opt))
             moves.append(opt.prev_step.abs().max().item())
         return moves, values
 
@@ -119,10 +112,7 @@ def test_trimmed_products_and_a_capped_history_take_the_same_steps():
         opt = LBFGS(x, history=history)
         opt.trim = trim
         for _ in range(steps):
-            x.grad = None
-            f(x).backward()
-            with torch.no_grad():
-                opt.step(x.grad)
+            _step(f, x, opt)
         return x.detach()
 
     old = run(50, trim=False, steps=9)
