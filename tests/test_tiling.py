@@ -99,8 +99,10 @@ def test_a_style_described_by_tiles_is_described_as_a_whole(engine):
     image = torch.rand(1, 3, 96, 144, generator=torch.Generator().manual_seed(0))
     acts = engine.features(image, set(STYLE_LAYERS))
     w2, sliced = losses.STYLE_LOSSES["w2"], losses.STYLE_LOSSES["sw"]
-    moments = tiling.tiled_described(engine.features, image, STYLE_LAYERS, 32, w2, margin=64)
-    tiled = tiling.tiled_described(engine.features, image, STYLE_LAYERS, 32, sliced, margin=64)
+    moments = tiling.ImageSums(engine.features, image, STYLE_LAYERS, 32, w2, margin=64).described()
+    tiled = tiling.ImageSums(
+        engine.features, image, STYLE_LAYERS, 32, sliced, margin=64
+    ).described()
     for name in STYLE_LAYERS:
         whole = w2.describe(acts[name])
         for t, w in ((moments[name].mean, whole.mean), (moments[name].second, whole.second)):

@@ -323,7 +323,7 @@ class Engine:
             with torch.no_grad():
                 stats = {n: loss.describe(a) for n, a in self.features(style, set(layers)).items()}
         else:  # a style image too large for one pass: described tile by tile
-            stats = tiling.tiled_described(self.features, style, layers, tile, loss)
+            stats = tiling.ImageSums(self.features, style, layers, tile, loss).described()
         self._style_cache[key] = stats
         while self.style_cache_bytes() > STYLE_CACHE_BYTES and len(self._style_cache) > 1:
             self._style_cache.popitem(last=False)

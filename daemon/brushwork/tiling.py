@@ -228,23 +228,10 @@ class ImageSums:
             for name in self.layers
         }
 
-
-def tiled_described(
-    features: Callable[[torch.Tensor, set[str]], dict[str, torch.Tensor]],
-    image: torch.Tensor,
-    layers: tuple[str, ...],
-    tile: int,
-    loss: losses.StyleLoss,
-    margin: int = 64,
-) -> dict[str, object]:
-    """What `loss` needs of the whole `image`'s activations (its describe()), from tiles:
-    each core's own positions described, blended by their share of the image's positions."""
-    margin -= margin % 16
-    parts: dict[str, list[tuple[object, int]]] = {n: [] for n in layers}
-    for core in cores(*image.shape[-2:], tile):
-        for name, a in _core_activations(features, image, core, layers, margin).items():
-            parts[name].append((loss.describe(a), _count(a)))
-    return {name: _blended(loss, p)[0] for name, p in parts.items()}
+    def described(self) -> dict[str, object]:
+        """Per layer what `loss` needs of the whole image's activations (its describe()): a
+        style image too large for one pass, described tile by tile."""
+        return {name: described for name, (described, _) in self.total().items()}
 
 
 def _blended(loss: losses.StyleLoss, parts: list[tuple[object, int]]) -> tuple[object, int]:
