@@ -37,7 +37,7 @@ from brushwork.commands.stylize import (
 from brushwork.errors import BadInput, BrushworkError
 from brushwork.manifest import Manifest, job_key
 from brushwork.protocol import QUEUE_FULL, ErrorReply, ProgressReply, RawImage
-from brushwork.remote import PROBE_TIMEOUT, add_device_argument, add_server_arguments, style_fit
+from brushwork.remote import add_device_argument, add_server_arguments, connect, style_fit
 from brushwork.settings import Settings
 
 if TYPE_CHECKING:
@@ -401,24 +401,15 @@ def _raw(array: np.ndarray) -> RawImage:
 
 @contextlib.contextmanager
 def _daemon(args: argparse.Namespace) -> Iterator[Client]:
-    """A client of the daemon that answers; else of one started here, on a thread."""
-    from brushwork.remote import client_from_args
-
-    client = client_from_args(args, timeout=PROBE_TIMEOUT)
-    try:
-        device = client.hello().device
-    except NoDaemon:
-        client.close()
-        if args.server:  # asked for that one: no silent fallback
-            raise
-        device = None
-    if device is None:
+    """A client of the daemon that answers (an explicit --server that does not is an error,
+    NoDaemon); else of one started here, on a thread."""
+    remote = connect(args)
+    if remote is None:
         with _local_daemon(args) as local:
             yield local
         return
-    print(f"brushwork: batch on the daemon at {client.endpoint} ({device})", file=sys.stderr)
-    client.timeout = 10.0  # it answered: from now on, silence means it went away
-    with client:
+    print(f"brushwork: batch on the daemon at {remote.endpoint} ({remote.device})", file=sys.stderr)
+    with remote.client as client:
         yield client
 
 
