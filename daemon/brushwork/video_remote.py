@@ -36,22 +36,16 @@ def run(
     styles: Sequence[np.ndarray],
     source: Source,
     names: Sequence[Path],
-    start: int,
-    end: int,
+    todo: Sequence[int],
 ) -> None:
-    """Frames start..end (1-based) of `source` into `names` (one PNG a frame), those that
-    exist kept and continued from."""
+    """The frames `todo` (numbers from 1) of `source` into `names` (one PNG a frame),
+    continued from those that exist."""
     from brushwork import images, video
     from brushwork.client import duration_text
     from brushwork.clip import Clip, ClipProgress, plan, segments
     from brushwork.remote import client_from_args
 
-    todo = [i for i in range(start - 1, end) if not names[i].exists()]
-    if len(todo) < end - start + 1:
-        kept = end - start + 1 - len(todo)
-        print(f"brushwork: {kept} of {end - start + 1} frames exist: kept", file=sys.stderr)
-    if not todo:
-        return
+    todo = [i - 1 for i in todo]  # indices from 0, as Clip counts
     bits = 8 if next(iter(video.read(source))).dtype.name == "uint8" else 16
 
     def finished(index: int) -> np.ndarray | None:

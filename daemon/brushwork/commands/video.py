@@ -96,10 +96,11 @@ def run(args: argparse.Namespace) -> int:
     _prepare(frames_dir, key, args.overwrite)
 
     names = [frames_dir / f"frame_{i:06d}.png" for i in range(1, clip.frames + 1)]
-    if video_remote.wanted(args):
-        video_remote.run(args, settings, hold, styles, clip, names, args.start, end)
-    else:
-        ClipRun(args, settings, hold, styles, clip, names).run(args.start, end)
+    if todo := _to_make(names, args.start, end):
+        if video_remote.wanted(args):
+            video_remote.run(args, settings, hold, styles, clip, names, todo)
+        else:
+            ClipRun(args, settings, hold, styles, clip, names).run(args.start, end, todo)
     if video.is_video_file(out):
         left_out = video.encode(
             names[args.start - 1 : end], out, clip.fps, None if clip.is_folder else clip,
@@ -120,16 +121,11 @@ class ClipRun:
         self.args, self.settings, self.hold, self.styles = args, settings, hold, styles
         self.clip, self.names = clip, names
 
-    def run(self, start: int, end: int) -> None:
+    def run(self, start: int, end: int, todo: list[int]) -> None:
+        """`todo`: the frames of start..end to make (_to_make)."""
         from brushwork import images, temporal, video
         from brushwork.report import ProgressDisplay
 
-        todo = [i for i in range(start, end + 1) if not self.names[i - 1].exists()]
-        if len(todo) < end - start + 1:
-            done = end - start + 1 - len(todo)
-            print(f"brushwork: {done} of {end - start + 1} frames exist: kept", file=sys.stderr)
-        if not todo:
-            return
         engine = _engine(self.args)
         history = temporal.History(self.hold.offsets)
         reach = max(self.hold.offsets)  # frames before a frame that it can be held to
@@ -173,6 +169,16 @@ class ClipRun:
             raise
         finally:
             display.close()
+
+
+def _to_make(names: list[Path], start: int, end: int) -> list[int]:
+    """The frames of start..end (numbers from 1) whose files are not there yet; the others
+    are kept (said on stderr), and the frames after them are held to them."""
+    todo = [i for i in range(start, end + 1) if not names[i - 1].exists()]
+    if len(todo) < end - start + 1:
+        kept = end - start + 1 - len(todo)
+        print(f"brushwork: {kept} of {end - start + 1} frames exist: kept", file=sys.stderr)
+    return todo
 
 
 def _engine(args: argparse.Namespace):
