@@ -4,18 +4,21 @@
 13, else a trixie chroot). `gimp` is one throw-away profile inside it with the plug-in
 installed by install/install.sh --plugin-only against the suite's `daemon` (which GIMP in
 the chroot reaches through the shared network), shared by every GIMP test module: each
-module's files go into its work folder, and `GimpSession.batch` runs a Python batch there.
+module's files go into its work folder, and `GimpSession.run_cases` runs a module's cases
+in one GIMP session (GIMP starts in seconds, not milliseconds) and returns their reports.
 
 Under CI (CI=true) a GIMP 3 that cannot be set up fails these tests; elsewhere they skip.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +28,41 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 GIMP_TIMEOUT = 600  # seconds for a whole session: cold start + every case
+
+# A batch in GIMP: SPEC (the test's JSON) and dump() come before a module's code, which
+# defines run_case(case) -> its report; after it every case runs, the reports written by name.
+BATCH_HEAD = r"""
+import json, os, time
+import gi
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio
+
+SPEC = json.load(open(__SPEC__))
+OUT = SPEC["out"]
+FLOAT = "R'G'B'A float"
+
+
+def dump(drawable, name, fmt=FLOAT):
+    w, h = drawable.get_width(), drawable.get_height()
+    rect = Gegl.Rectangle.new(0, 0, w, h)
+    data = drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE)
+    with open(f"{OUT}/{name}.raw", "wb") as f:
+        f.write(bytes(data))
+    _, x, y = drawable.get_offsets()
+    info = {"file": f"{name}.raw", "width": w, "height": h, "x": x, "y": y,
+            "name": drawable.get_name(), "bpp": drawable.get_bpp(), "mask": None}
+    if isinstance(drawable, Gimp.Layer) and drawable.get_mask() is not None:
+        info["mask"] = dump(drawable.get_mask(), name + "-mask", "Y float")
+    return info
+
+"""
+BATCH_TAIL = r"""
+
+reports = {case["name"]: run_case(case) for case in SPEC["cases"]}
+with open(SPEC["report"], "w") as f:
+    json.dump(reports, f, indent=1)
+"""
 
 
 def _unavailable(message: str):
@@ -100,6 +138,31 @@ class GimpSession:
             display=display,
         )
         return subprocess.run(gimp, capture_output=True, text=True, timeout=timeout + 30)
+
+    def run_cases(
+        self, tag: str, code: str, spec: dict, display: str = "", timeout: int = GIMP_TIMEOUT
+    ) -> dict:
+        """One GIMP session running `code` (its run_case, see BATCH_HEAD) on spec["cases"]:
+        their reports by case name. Dumps go to spec["out"] (as GIMP sees it; our `out`
+        unless given); GIMP's output is kept in logs[tag]."""
+        report_file = self.out / f"report-{tag}.json"
+        spec = {"out": self.inside(self.out), **spec, "report": self.inside(report_file)}
+        spec_file = self.work / f"spec-{tag}.json"
+        spec_file.write_text(json.dumps(spec))
+        script = self.work / f"batch-{tag}.py"
+        batch = BATCH_HEAD + code + BATCH_TAIL
+        script.write_text(batch.replace("__SPEC__", repr(self.inside(spec_file))))
+        started = time.monotonic()
+        done = self.batch(script, display, timeout)
+        print(f"gimp: whole GIMP session ({tag}) {time.monotonic() - started:.1f} s")
+        self.logs[tag] = done.stdout + done.stderr
+        if done.returncode != 0 or not report_file.exists():
+            pytest.fail(
+                f"GIMP batch failed (exit {done.returncode}):\n{done.stdout[-4000:]}"
+                f"{done.stderr[-4000:]}",
+                pytrace=False,
+            )
+        return json.loads(report_file.read_text())
 
 
 @pytest.fixture(scope="session")

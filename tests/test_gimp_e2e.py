@@ -8,7 +8,6 @@ them with numpy.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -63,35 +62,11 @@ def _style() -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-# What the session in GIMP does for each case; the report carries the rest to the tests.
+# What the session in GIMP does for each case (after fixtures_gimp.BATCH_HEAD); the report
+# carries the rest to the tests.
 BATCH = r"""
-import json, os, time
-import gi
-gi.require_version("Gimp", "3.0")
-gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio
-
-SPEC = json.load(open(__SPEC__))
-OUT = SPEC["out"]
-FLOAT = "R'G'B'A float"
-
-
 def load(path):
     return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
-
-
-def dump(drawable, name, fmt=FLOAT):
-    w, h = drawable.get_width(), drawable.get_height()
-    rect = Gegl.Rectangle.new(0, 0, w, h)
-    data = drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE)
-    with open(f"{OUT}/{name}.raw", "wb") as f:
-        f.write(bytes(data))
-    _, x, y = drawable.get_offsets()
-    info = {"file": f"{name}.raw", "width": w, "height": h, "x": x, "y": y,
-            "name": drawable.get_name(), "bpp": drawable.get_bpp(), "mask": None}
-    if isinstance(drawable, Gimp.Layer) and drawable.get_mask() is not None:
-        info["mask"] = dump(drawable.get_mask(), name + "-mask", "Y float")
-    return info
 
 
 def records():
@@ -172,11 +147,6 @@ def run_case(case):
         style.delete()
     image.delete()
     return report
-
-
-reports = {case["name"]: run_case(case) for case in SPEC["cases"]}
-with open(SPEC["report"], "w") as f:
-    json.dump(reports, f, indent=1)
 """
 
 
@@ -344,32 +314,15 @@ def _run_cases(
     gimp: GimpSession, tag: str, cases: list[dict], display: str = "", timeout: int = GIMP_TIMEOUT
 ) -> dict:
     """One GIMP session running `cases`; its report by case name, pixels loaded."""
-    report_file = gimp.out / f"report-{tag}.json"
     spec = {
-        "out": gimp.inside(gimp.out),
-        "report": gimp.inside(report_file),
         "config": gimp.inside(gimp.plugin / "brushwork.json"),
         "last_values": gimp.inside(gimp.profile / "plug-in-settings" / LAST_VALUES),
         "record": gimp.inside(gimp.out / "record.jsonl"),
         "cases": cases,
     }
-    (gimp.work / f"spec-{tag}.json").write_text(json.dumps(spec))
-    script = gimp.work / f"batch-{tag}.py"
-    script.write_text(BATCH.replace("__SPEC__", repr(gimp.inside(gimp.work / f"spec-{tag}.json"))))
-    started = time.monotonic()
-    done = gimp.batch(script, display, timeout)
-    seconds = time.monotonic() - started
-    gimp.logs[tag] = done.stdout + done.stderr
-    if done.returncode != 0 or not report_file.exists():
-        pytest.fail(
-            f"GIMP batch failed (exit {done.returncode}):\n{done.stdout[-4000:]}"
-            f"{done.stderr[-4000:]}",
-            pytrace=False,
-        )
-    report = json.loads(report_file.read_text())
+    report = gimp.run_cases(tag, BATCH, spec, display, timeout)
     for name, case in report.items():
         print(f"gimp e2e: {name}: {case['status']} in {case['seconds']:.2f} s")
-    print(f"gimp e2e: whole GIMP session ({tag}) {seconds:.1f} s")
     for case in report.values():
         for kind in ("repaint", "progress", "pane"):
             case[kind + "s"] = [r for r in case["records"] if r["kind"] == kind]

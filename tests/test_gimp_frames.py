@@ -31,27 +31,8 @@ FRAMES = 3
 # cancelled in its second frame.
 STOPPED_STEPS = Settings().at_quality("normal").iterations
 
+# What the session in GIMP does for each case (fixtures_gimp.BATCH_HEAD before it).
 BATCH = r"""
-import json
-import time
-import gi
-gi.require_version("Gimp", "3.0")
-gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio
-
-SPEC = json.load(open(__SPEC__))
-
-
-def dump(drawable, name):
-    w, h = drawable.get_width(), drawable.get_height()
-    rect = Gegl.Rectangle.new(0, 0, w, h)
-    data = drawable.get_buffer().get(rect, 1.0, "R'G'B'A float", Gegl.AbyssPolicy.NONE)
-    with open(f"{SPEC['out']}/{name}.raw", "wb") as f:
-        f.write(bytes(data))
-    return {"file": f"{name}.raw", "width": w, "height": h, "mask": None,
-            "name": drawable.get_name()}
-
-
 def run_case(case):
     image = Gimp.Image.new(SPEC["size"], SPEC["size"], Gimp.ImageBaseType.RGB)
     for path in SPEC["frames"]:  # each above the one before: frame 1 at the bottom
@@ -87,11 +68,6 @@ def run_case(case):
         report["frames"] = [dump(c, f"{case['name']}-frame-{i}") for i, c in enumerate(children)]
     image.delete()
     return report
-
-
-reports = {case["name"]: run_case(case) for case in SPEC["cases"]}
-with open(SPEC["report"], "w") as f:
-    json.dump(reports, f, indent=1)
 """
 
 
@@ -109,10 +85,8 @@ def frames_session(gimp, daemon) -> dict:
             Image.fromarray(frame).save(path)
             paths.append(gimp.inside(path))
         Image.fromarray(style()).save(folder / "style.png")
-        report_file = out / "report.json"
         spec = {
             "out": gimp.inside(out),
-            "report": gimp.inside(report_file),
             "size": SIZE,
             "frames": paths,
             "style": gimp.inside(folder / "style.png"),
@@ -121,26 +95,15 @@ def frames_session(gimp, daemon) -> dict:
                 {"name": "stopped", "args": {"quality": "normal", "seed": 0}},
             ],
         }
-        (folder / "spec.json").write_text(json.dumps(spec))
-        script = folder / "batch.py"
-        script.write_text(BATCH.replace("__SPEC__", repr(gimp.inside(folder / "spec.json"))))
         done = threading.Event()
         canceller = threading.Thread(target=_cancel_second_frame, args=(daemon, done))
         canceller.start()
-        started, began = time.monotonic(), time.time()
+        began = time.time()
         try:
-            ran = gimp.batch(script)
+            report = gimp.run_cases("frames", BATCH, spec)
         finally:
             done.set()
             canceller.join()
-        print(f"gimp frames: whole GIMP session {time.monotonic() - started:.1f} s")
-        if ran.returncode != 0 or not report_file.exists():
-            pytest.fail(
-                f"GIMP batch failed (exit {ran.returncode}):\n{ran.stdout[-4000:]}"
-                f"{ran.stderr[-4000:]}",
-                pytrace=False,
-            )
-        report = json.loads(report_file.read_text())
         record = gimp.out / "record.jsonl"  # what the user saw: repaints, progress
         seen = [json.loads(line) for line in record.read_text().splitlines()]
         ended = report["frames"]["ended"]  # the other GIMP tests' records are not the run's
