@@ -5,11 +5,16 @@
 Without --server it starts `brushwork serve` on a free loopback port (real weights) and stops
 it at the end. Prints one table; the transfer rows also run through a bare echo peer (same
 protocol module, no engine) to separate the wire from the daemon.
+
+The other bench scripts start their daemons here too (`start_daemon`, `daemons`) and open
+their reports with `machine_report` and `machine_line`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
 import socket
 import statistics
@@ -17,7 +22,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -185,6 +191,48 @@ def start_daemon(
                 if process.poll() is not None or time.monotonic() > deadline:
                     process.kill()
                     raise SystemExit(f"the daemon did not start ({command})") from None
+
+
+@contextlib.contextmanager
+def daemons(
+    pools: Iterable[tuple[str, Sequence[str]]], device: str = "cpu", timeout: float = 600.0
+) -> Iterator[dict[str, str]]:
+    """A daemon for each (name, `serve` options), all up at once; their endpoints by name.
+    At the end every one started is terminated, then waited for."""
+    started: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for name, options in pools:
+            started[name] = start_daemon(device, *options, timeout=timeout)
+        yield {name: endpoint for name, (_, endpoint) in started.items()}
+    finally:
+        for process, _ in started.values():
+            process.terminate()
+        for process, _ in started.values():
+            process.wait(120)
+
+
+def machine_report(load_before: float, **versions: str | None) -> dict[str, Any]:
+    """What a bench report says first: brushwork, date, machine, torch (and `versions`), and
+    the load average before (`load_before`) and now: the machine is shared."""
+    return {
+        "brushwork": __version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        **versions,
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
+    }
+
+
+def machine_line(report: dict[str, Any], *versions: str) -> str:
+    """A machine_report as the line under the Markdown report's title, with `versions`
+    (names of its keys) after torch."""
+    named = "".join(f", {name} {report[name]}" for name in ("torch", *versions))
+    load = report["load_average_before_after"]
+    return (
+        f"{report['machine']}{named}, brushwork {report['brushwork']}; load average"
+        f" {load[0]:.1f} before, {load[1]:.1f} after (a shared machine)."
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,15 +28,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from brushwork import __version__, images, pixels
+from brushwork import images, pixels
 from brushwork.client import Client
 from brushwork.commands.batch import Batch, plan
 from brushwork.protocol import ProgressReply, ResultReply
 from brushwork.settings import Settings
-from protocol_bench import start_daemon
+from protocol_bench import daemons, machine_line, machine_report
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLS = [  # name, `serve` options
@@ -60,59 +58,48 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings(size=args.size, iterations=args.iterations, scales=args.scales)
 
-    load_before = os.getloadavg()
-    daemons = {}
-    try:
-        # All three up at once and measured in turns: the load others put on this machine
-        # meanwhile weighs on each alike.
-        for name, options in POOLS:
-            daemons[name] = start_daemon("cpu", *options, timeout=600)
-        with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
-            inputs = write_inputs(Path(folder), args.jobs)
-            clients = {
-                name: stack.enter_context(Client(endpoint, timeout=60))
-                for name, (_, endpoint) in daemons.items()
-            }
-            seconds: dict[str, list[float]] = {name: [] for name in clients}
-            timings: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
-            for client in clients.values():
-                per_job_timings(client, 1)  # warm: model, allocator, style targets
-            for round_ in range(args.rounds):
-                for name, client in clients.items():
-                    out = Path(folder) / f"{name}-{round_}"
-                    seconds[name].append(run_batch(client, settings, inputs, out))
-                    timings[name] += per_job_timings(client, args.overhead_jobs)
-                    print(f"round {round_ + 1} {name}: {seconds[name][-1]:.1f} s", file=sys.stderr)
-            runs = []
+    load_before = os.getloadavg()[0]
+    # All three up at once and measured in turns: the load others put on this machine
+    # meanwhile weighs on each alike.
+    with (
+        daemons(POOLS) as endpoints,
+        tempfile.TemporaryDirectory() as folder,
+        contextlib.ExitStack() as stack,
+    ):
+        inputs = write_inputs(Path(folder), args.jobs)
+        clients = {
+            name: stack.enter_context(Client(endpoint, timeout=60))
+            for name, endpoint in endpoints.items()
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in clients}
+        timings: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
+        for client in clients.values():
+            per_job_timings(client, 1)  # warm: model, allocator, style targets
+        for round_ in range(args.rounds):
             for name, client in clients.items():
-                workers = client.info().workers
-                median = statistics.median(seconds[name])
-                runs.append(
-                    {
-                        "pool": name,
-                        "workers": len(workers),
-                        "threads": [w["threads"] for w in workers],
-                        "batch_seconds": seconds[name],
-                        "jobs_per_minute": args.jobs / median * 60,
-                        "overhead": {
-                            k: statistics.median(t[k] for t in timings[name])
-                            for k in timings[name][0]
-                        },
-                    }
-                )
-    finally:
-        for process, _ in daemons.values():
-            process.terminate()
-        for process, _ in daemons.values():
-            process.wait(120)
+                out = Path(folder) / f"{name}-{round_}"
+                seconds[name].append(run_batch(client, settings, inputs, out))
+                timings[name] += per_job_timings(client, args.overhead_jobs)
+                print(f"round {round_ + 1} {name}: {seconds[name][-1]:.1f} s", file=sys.stderr)
+        runs = []
+        for name, client in clients.items():
+            workers = client.info().workers
+            median = statistics.median(seconds[name])
+            runs.append(
+                {
+                    "pool": name,
+                    "workers": len(workers),
+                    "threads": [w["threads"] for w in workers],
+                    "batch_seconds": seconds[name],
+                    "jobs_per_minute": args.jobs / median * 60,
+                    "overhead": {
+                        k: statistics.median(t[k] for t in timings[name]) for k in timings[name][0]
+                    },
+                }
+            )
 
     report = {
-        "brushwork": __version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "ray": ray_version(),
-        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        **machine_report(load_before, ray=ray_version()),
         "batch": {"jobs": args.jobs, "rounds": args.rounds, **settings.to_dict()},
         "tiny_job": {"count": args.overhead_jobs * args.rounds, **TINY.to_dict()},
         "runs": runs,
@@ -193,9 +180,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# The daemon on Ray workers, CPU ({report['date']})",
         "",
-        f"{report['machine']}, torch {report['torch']}, ray {report['ray']}, brushwork "
-        f"{report['brushwork']}; load average {report['load_average_before_after'][0]:.1f} "
-        f"before, {report['load_average_before_after'][1]:.1f} after (a shared machine).",
+        machine_line(report, "ray"),
         "",
         f"Batch: {b['jobs']} crops of Tübingen in the style of The Starry Night, "
         f"{b['size']} px, {b['iterations']} iterations over {b['scales']} scales, through "

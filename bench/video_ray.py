@@ -24,21 +24,19 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from brushwork import __version__, pixels
+from brushwork import pixels
 from brushwork.client import Client
 from brushwork.clip import Chunk, Clip, Segment, plan
 from brushwork.settings import Settings
-from protocol_bench import start_daemon
+from protocol_bench import daemons, machine_line, machine_report
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLS = [("ray, 1 worker", 1), ("ray, 2 workers", 2)]
@@ -59,49 +57,35 @@ def main() -> int:
     clip = panned(args.frames, args.size, args.pan)
     style = np.asarray(Image.open(ROOT / "examples" / "starry_night.jpg").convert("RGB"))
 
-    load_before = os.getloadavg()
-    daemons = {}
-    try:
-        # Both up at once and measured in turns: the load others put on this shared machine
-        # meanwhile weighs on each alike.
-        for name, workers in POOLS:
-            daemons[name] = start_daemon(
-                "cpu", "--ray", "auto", "--workers", str(workers), timeout=600
-            )
-        with contextlib.ExitStack() as stack:
-            clients = {
-                name: stack.enter_context(Client(endpoint, timeout=60))
-                for name, (_, endpoint) in daemons.items()
-            }
-            for client in clients.values():
-                warm(client, clip, style, settings)
-            seconds: dict[str, list[float]] = {name: [] for name in clients}
-            outputs = {}
-            for round_ in range(args.rounds):
-                for (name, workers), client in zip(POOLS, clients.values(), strict=True):
-                    chunks = plan([Segment(0, len(clip))], workers, args.overlap)
-                    outputs[name], took = run_clip(client, clip, style, settings, chunks)
-                    seconds[name].append(took)
-                    print(f"round {round_ + 1} {name}: {took:.1f} s", file=sys.stderr)
-            runs = [
-                measure(name, workers, plan([Segment(0, len(clip))], workers, args.overlap),
-                        outputs[name], seconds[name], args.pan)
-                for name, workers in POOLS
-            ]  # fmt: skip
-            alone, took = run_alone(clients[POOLS[0][0]], clip, style, settings)
-            runs.append(measure(f"{POOLS[0][0]}, frames alone", 1, [], alone, [took], args.pan))
-    finally:
-        for process, _ in daemons.values():
-            process.terminate()
-        for process, _ in daemons.values():
-            process.wait(120)
+    load_before = os.getloadavg()[0]
+    # Both up at once and measured in turns: the load others put on this shared machine
+    # meanwhile weighs on each alike.
+    pools = [(name, ("--ray", "auto", "--workers", str(workers))) for name, workers in POOLS]
+    with daemons(pools) as endpoints, contextlib.ExitStack() as stack:
+        clients = {
+            name: stack.enter_context(Client(endpoint, timeout=60))
+            for name, endpoint in endpoints.items()
+        }
+        for client in clients.values():
+            warm(client, clip, style, settings)
+        seconds: dict[str, list[float]] = {name: [] for name in clients}
+        outputs = {}
+        for round_ in range(args.rounds):
+            for (name, workers), client in zip(POOLS, clients.values(), strict=True):
+                chunks = plan([Segment(0, len(clip))], workers, args.overlap)
+                outputs[name], took = run_clip(client, clip, style, settings, chunks)
+                seconds[name].append(took)
+                print(f"round {round_ + 1} {name}: {took:.1f} s", file=sys.stderr)
+        runs = [
+            measure(name, workers, plan([Segment(0, len(clip))], workers, args.overlap),
+                    outputs[name], seconds[name], args.pan)
+            for name, workers in POOLS
+        ]  # fmt: skip
+        alone, took = run_alone(clients[POOLS[0][0]], clip, style, settings)
+        runs.append(measure(f"{POOLS[0][0]}, frames alone", 1, [], alone, [took], args.pan))
 
     report = {
-        "brushwork": __version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        **machine_report(load_before),
         "clip": {"frames": args.frames, "pan": args.pan, "overlap": args.overlap},
         "rounds": args.rounds,
         "settings": settings.to_dict(),
@@ -178,12 +162,10 @@ def measure(name, workers, chunks, out, seconds, pan) -> dict:
 
 def markdown(report: dict) -> str:
     c, s = report["clip"], report["settings"]
-    load = report["load_average_before_after"]
     lines = [
         f"# A clip on Ray workers, 1 against 2, CPU ({report['date']})",
         "",
-        f"{report['machine']}, torch {report['torch']}, brushwork {report['brushwork']}; load"
-        f" average {load[0]:.1f} before, {load[1]:.1f} after (a shared machine).",
+        machine_line(report),
         "",
         f"{c['frames']} frames of examples/tubingen.jpg panned {c['pan']} px a frame, at"
         f" {s['size']} px, {s['iterations']} steps on one scale, in the style of The Starry"
