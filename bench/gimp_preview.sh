@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How soon the GIMP dialog's preview pane shows a picture, with a warm daemon: the first
 # preview after the dialog opens, and the one after a Strength change (one key). A real
-# GIMP 3 (install/gimp_root.sh) on a virtual X display opens the filter's dialog ROUNDS
+# GIMP 3 (install/gimp_session.sh) on a virtual X display opens the filter's dialog ROUNDS
 # times on a 512 px photo; xdotool raises Strength once the pane shows its first preview and
 # closes the dialog once it shows the second. The first opening warms the daemon and is not
 # counted. Writes bench/results/gimp-preview-cpu-DATE.md (the CPU and the load named).
@@ -11,70 +11,19 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${1:-4}
-ROOT=$(bash "$REPO/install/gimp_root.sh" | tail -n1)
-PORT=${PORT:-5593}
-DISP=:${DISPLAY_NUMBER:-78}
-WORK=$(mktemp -d "$ROOT/tmp/brushwork-bench-XXXX")
-IN=/${WORK#"$ROOT"/}
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-in_root() {
-    CMD=()
-    [ "$ROOT" = / ] || CMD=(chroot "$ROOT")
-    CMD+=(env -i HOME="$IN/home" PATH=/usr/bin:/bin LANG=C.UTF-8 DISPLAY="$DISP"
-        GIMP3_DIRECTORY="$IN/profile" BRUSHWORK_RECORD="$IN/record.jsonl" "$@")
-}
-background() {
-    in_root "$@"
-    (exec "${CMD[@]}" >>"$WORK/background.log" 2>&1) &
-    PIDS+=($!)
-}
-x() { in_root xdotool "$@"; "${CMD[@]}"; }
+. "$REPO/install/gimp_session.sh"
+gimp_session bench "${PORT:-5593}" "${DISPLAY_NUMBER:-78}"
+content_picture "$REPO/examples/tubingen.jpg" 512
+last_values '(painting "the-starry-night")' '(strength 50)' '(seed 0)'
+filter_batch "$ROUNDS"
 
-mkdir -p "$WORK/home" "$WORK/profile/plug-in-settings"
-root_option=()
-[ "$ROOT" = / ] || root_option=(--gimp-root "$ROOT")
-bash "$REPO/install/install.sh" --plugin-only --gimp-profile "$WORK/profile" \
-    --endpoint "tcp://127.0.0.1:$PORT" --venv "$REPO/.venv" "${root_option[@]}" >/dev/null
-"$REPO/.venv/bin/brushwork" serve --bind "tcp://127.0.0.1:$PORT" --device cpu \
-    --log-file "$WORK/daemon.log" 2>/dev/null &
-PIDS+=($!)
-"$REPO/.venv/bin/python" - "$REPO/examples/tubingen.jpg" "$WORK/content.png" <<'PY'
-import sys
-from PIL import Image
-picture = Image.open(sys.argv[1]).convert("RGB")
-picture.thumbnail((512, 512))
-picture.save(sys.argv[2])
-PY
-printf '(painting "the-starry-night")\n(strength 50)\n(seed 0)\n' \
-    >"$WORK/profile/plug-in-settings/GimpProcedureConfigRun-python-fu-brushwork-style.last"
-cat >"$WORK/batch.py" <<PY
-from gi.repository import Gimp, Gio
-image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path("$IN/content.png"))
-proc = Gimp.get_pdb().lookup_procedure("python-fu-brushwork-style")
-for _ in range($ROUNDS):
-    config = proc.create_config()
-    config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-    config.set_property("image", image)
-    config.set_core_object_array("drawables", image.get_layers())
-    proc.run(config)
-PY
-
-background Xvfb "$DISP" -screen 0 1000x700x24 -nolisten tcp
-sleep 2
+virtual_display
 background timeout 900 gimp-console-3.0 -i --batch-interpreter=python-fu-eval \
     -b "exec(open('$IN/batch.py').read())" --quit
-panes() { cat "$WORK/record.jsonl" 2>/dev/null | grep -c '"kind": "pane"' || true; }
-until_pane() { until [ "$(panes)" -gt "$1" ]; do sleep 0.1; done; }
+until_pane() { until [ "$(records pane)" -gt "$1" ]; do sleep 0.1; done; }
 for round in $(seq "$ROUNDS"); do
     w=$(x search --sync --name "^Neural Style Transfer$" | head -n1)
-    n=$(panes)
+    n=$(records pane)
     until_pane "$n"
     x windowfocus --sync "$w"
     x key --clearmodifiers alt+t
