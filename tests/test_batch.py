@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,20 +12,11 @@ import pytest
 from PIL import Image
 
 from brushwork import images, manifest
+from fixtures_cli import brushwork
 
 pytestmark = pytest.mark.weights
 
 FAST = ["--size", "40", "--iterations", "3", "--scales", "1"]
-
-
-def brushwork(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "brushwork", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 def batch_folder(inputs: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -173,7 +163,7 @@ def test_batch_checks_inputs_before_making_outdir(inputs):
 def test_batch_without_a_daemon_runs_one_in_process(inputs, weights_file, tmp_path):
     out = inputs / "out"
     nobody = "tcp://127.0.0.1:9"  # discard port: nothing answers there
-    env = {**os.environ, "BRUSHWORK_SERVER": nobody}
+    env = {"BRUSHWORK_SERVER": nobody}
     done = brushwork(
         "batch", str(inputs / "in" / "a.png"), "--style", str(inputs / "style.jpg"), "-o",
         str(out), "--weights", str(weights_file), *FAST, env=env,

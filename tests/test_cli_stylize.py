@@ -1,7 +1,6 @@
 """`brushwork stylize` as a user runs it: a subprocess, exit codes, one-line errors."""
 
 import argparse
-import os
 import re
 import signal
 import subprocess
@@ -14,17 +13,8 @@ import pytest
 from brushwork import images
 from brushwork.commands.stylize import add_settings_arguments, settings_from_args
 from brushwork.settings import Settings
+from fixtures_cli import brushwork
 from fixtures_daemon import free_port
-
-
-def brushwork(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "brushwork", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.mark.weights

@@ -15,14 +15,9 @@ from brushwork import cli, server
 from brushwork.client import Client, DaemonError
 from brushwork.protocol import DEFAULT_ENDPOINT, JOB_STATES
 from daemon_helpers import ENDLESS, noise
+from fixtures_cli import brushwork
 
 pytestmark = pytest.mark.weights
-
-
-def brushwork(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "brushwork", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def while_running(client: Client, job: str, *args: str) -> subprocess.CompletedProcess:

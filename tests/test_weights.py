@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ from onnx import helper, numpy_helper
 
 from brushwork import weights
 from brushwork.weights import CONVS, FORMAT, SHAPES, SPOT_VALUES, WeightsError, load
+from fixtures_cli import brushwork
 
 
 def _random_features(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -285,25 +283,15 @@ def test_resolve_path_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 # ---- the CLI -------------------------------------------------------------------------------
 
 
-def _brushwork(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "brushwork", "weights", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-
-
 def test_cli_path_follows_env_and_option(tmp_path: Path) -> None:
     env = {"BRUSHWORK_WEIGHTS": str(tmp_path / "env.pth")}
-    assert _brushwork("path", env=env).stdout == f"{tmp_path / 'env.pth'}\n"
-    done = _brushwork("path", "--weights", str(tmp_path / "opt.pth"), env=env)
+    assert brushwork("weights", "path", env=env).stdout == f"{tmp_path / 'env.pth'}\n"
+    done = brushwork("weights", "path", "--weights", str(tmp_path / "opt.pth"), env=env)
     assert (done.returncode, done.stdout) == (0, f"{tmp_path / 'opt.pth'}\n")
 
 
 def test_cli_verify_missing(tmp_path: Path) -> None:
-    done = _brushwork("verify", env={"BRUSHWORK_WEIGHTS": str(tmp_path / "none.pth")})
+    done = brushwork("weights", "verify", env={"BRUSHWORK_WEIGHTS": str(tmp_path / "none.pth")})
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr == (
@@ -316,7 +304,7 @@ def test_cli_verify_and_fetch_refuse_a_corrupt_file(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.pth"
     path.write_bytes(b"\x00" * 4096)
     for action in ("verify", "fetch"):
-        done = _brushwork(action, "--weights", str(path))
+        done = brushwork("weights", action, "--weights", str(path))
         assert done.returncode == 1
         assert done.stderr.count("\n") == 1
         assert done.stderr.startswith(f"brushwork: error: VGG16 weights file {path} ")
@@ -326,7 +314,7 @@ def test_cli_verify_and_fetch_refuse_a_corrupt_file(tmp_path: Path) -> None:
 
 @pytest.mark.weights
 def test_cli_verify_real(weights_file: Path) -> None:
-    done = _brushwork("verify", "--weights", str(weights_file))
+    done = brushwork("weights", "verify", "--weights", str(weights_file))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("verified: kind=caffe source=")
     assert done.stdout.rstrip().endswith(f"path={weights_file}")
