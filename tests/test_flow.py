@@ -72,9 +72,20 @@ def test_combined_holds_each_pixel_to_the_nearest_frame_that_saw_it():
 def test_temporal_loss_reads_like_the_equation():
     x, target = torch.rand(1, 3, 6, 5), torch.rand(1, 3, 6, 5)
     mask = (torch.rand(1, 1, 6, 5) > 0.5).float()
-    expected = 7.0 * (mask * (x - target) ** 2).sum() / x.numel()
+    d = x.numel()
+    held = 7.0 * (mask * (x - target) ** 2).sum() / d
+    free = 1 - mask
+    smooth = ((x[..., 1:, :] - x[..., :-1, :]) ** 2 * free[..., 1:, :]).sum() + (
+        (x[..., 1:] - x[..., :-1]) ** 2 * free[..., 1:]
+    ).sum()
+    expected = held + losses.FREED_SMOOTHNESS * smooth / d
     assert losses.temporal_loss(x, target, mask, 7.0).item() == pytest.approx(expected.item())
-    assert losses.temporal_loss(x, target, torch.zeros_like(mask), 7.0).item() == 0
+    # every pixel held: the Ruder term alone; none held: only the free pixels' smoothness
+    ones = torch.ones_like(mask)
+    alone = 7.0 * ((x - target) ** 2).sum() / d
+    assert losses.temporal_loss(x, target, ones, 7.0).item() == pytest.approx(alone.item())
+    flat = torch.full_like(x, 0.5)
+    assert losses.temporal_loss(flat, target, torch.zeros_like(mask), 7.0).item() == 0
 
 
 def test_dis_flow_keeps_a_moving_square_s_edge_sharp(monkeypatch):
