@@ -13,7 +13,7 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$(cd "${1:-$REPO/docs/images}" && pwd)
-REPAINTS=${REPAINTS:-7}  # repaints before the live capture: in the second of 3 scales
+REPAINTS=${REPAINTS:-7}  # repaints before the live capture: the picture part-way through the job
 . "$REPO/install/gimp_session.sh"
 gimp_session capture "${PORT:-5591}" "${DISPLAY_NUMBER:-77}"
 shot() { inroot python3 "$IN/shot.py" "$@" >/dev/null; }
