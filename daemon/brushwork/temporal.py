@@ -12,12 +12,13 @@ wherever the flow can be trusted. The one implementation the CLI, the daemon and
   resized to this frame's output size). Empty for the first frame of a clip, which is then
   stylised as a still image. Which frames to keep: previous_indices(t, temporal.offsets).
 - Computed here, not by the caller (clients stay light): for each previous frame, DIS flow
-  at the output's size on the CPU, frame t -> t - k and back (flow.dis_flow); its result
-  warped to frame t (flow.warp) and where that can be trusted (flow.reliability:
-  forward-backward consistency, motion boundaries); the nearest frame that saw a pixel holds
-  it (flow.combined). The frame starts from that target where it is reliable and from the
-  settings' init (palette, content...) where it is not (disocclusions), at every pyramid
-  level, and J gains temporal.weight * losses.temporal_loss.
+  at the output's size on the CPU, frame t -> t - k and back (flow.dis_flow, sharpened at
+  motion boundaries); its result warped to frame t (flow.warp) and where that can be
+  trusted (flow.reliability: forward-backward consistency, motion boundaries); the nearest
+  frame that saw a pixel holds it (flow.combined). The frame starts from that target where
+  it is reliable and from the settings' init (palette, content...) where it is not
+  (disocclusions), at every pyramid level, and J gains losses.temporal_loss: temporal.weight toward the target where it is
+  reliable, smoothness where it is not.
 - The other arguments are Engine.stylize's; so are the Result, the progress reports (whose
   losses add "temporal" when there is a previous frame), Cancelled and the errors.
 """
