@@ -17,8 +17,8 @@ wherever the flow can be trusted. The one implementation the CLI, the daemon and
   trusted (flow.reliability: forward-backward consistency, motion boundaries); the nearest
   frame that saw a pixel holds it (flow.combined). The frame starts from that target where
   it is reliable and from the settings' init (palette, content...) where it is not
-  (disocclusions), at every pyramid level, and J gains losses.temporal_loss: temporal.weight toward the target where it is
-  reliable, smoothness where it is not.
+  (disocclusions), at every pyramid level, and J gains losses.temporal_loss:
+  temporal.weight toward the target where it is reliable, smoothness where it is not.
 - The other arguments are Engine.stylize's; so are the Result, the progress reports (whose
   losses add "temporal" when there is a previous frame), Cancelled and the errors.
 """
