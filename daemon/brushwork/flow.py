@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brushwork.scales import Size, resize
+from brushwork.images import to_float
+from brushwork.scales import Size, resize, to_tensor
 
 # Forward-backward consistency (Sundaram et al. 2010, as Ruder et al. use it): the flow t -> s
 # and the flow s -> t at the point it lands on should cancel, within 1 % of their squared
@@ -52,7 +53,10 @@ def dis_flow(source: np.ndarray, target: np.ndarray) -> torch.Tensor:
     dis.setFinestScale(0)
     flow = dis.calc(_grey8(source), _grey8(target), None)
     flow = torch.from_numpy(flow).permute(2, 0, 1)[None].contiguous()
-    return sharpened(flow, _as_tensor(source), _as_tensor(target))
+    cpu = torch.device("cpu")
+    return sharpened(
+        flow, to_tensor(to_float(source)[..., :3], cpu), to_tensor(to_float(target)[..., :3], cpu)
+    )
 
 
 def sharpened(flow: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -78,12 +82,6 @@ def _patch_cost(flow: torch.Tensor, source: torch.Tensor, target: torch.Tensor) 
     error = (warp(target, flow) - source).abs().mean(1, keepdim=True)
     k = SHARPEN_PATCH
     return F.avg_pool2d(error, k, stride=1, padding=k // 2, count_include_pad=False)
-
-
-def _as_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, C) float in [0, 1] or uint8 as (1, C, H, W) float32 in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(image, np.float32)).permute(2, 0, 1)[None]
-    return x / 255 if image.dtype == np.uint8 else x
 
 
 def _grey8(image: np.ndarray) -> np.ndarray:
