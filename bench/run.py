@@ -42,6 +42,7 @@ SEED_OBJECTIVE = {
     "style_weight": 10.0,
     "style_gain": 1.0,
     "style_layer_falloff": 1.0,
+    "finer_levels": "full",
 }
 
 
@@ -83,7 +84,7 @@ def run_brushwork(job: dict) -> dict:
     import torch
 
     from brushwork.engine import Engine
-    from brushwork.scales import pyramid, split_iterations
+    from brushwork.scales import level_steps, pyramid
     from brushwork.settings import Settings
     from evaluate import loss_terms, reference_model
 
@@ -93,7 +94,7 @@ def run_brushwork(job: dict) -> dict:
         engine.model.forward = torch.compile(engine.model.forward)
     (content, style), (c_t, s_t) = _inputs(job, engine.device)
     levels = len(pyramid(*content.shape[:2], settings))
-    final_steps = split_iterations(settings.iterations, levels)[-1]
+    final_steps = level_steps(settings, levels)[-1]
     marks: dict[int, float] = {}
     every = max(1, final_steps // 2)  # two reports in the final level: its rate, few syncs
 

@@ -12,7 +12,14 @@ from brushwork import budget, optimize
 from brushwork import engine as engine_module
 from brushwork.engine import Cancelled, pick_precision
 from brushwork.errors import BrushworkError
-from brushwork.scales import output_size, resize, scale_sizes, split_iterations, upscale
+from brushwork.scales import (
+    level_steps,
+    output_size,
+    resize,
+    scale_sizes,
+    split_iterations,
+    upscale,
+)
 from brushwork.settings import STYLE_LOSSES, Settings
 from brushwork.vgg import VGGFeatures, random_state_dict
 from engine_helpers import content_image, random_engine, style_image
@@ -60,6 +67,10 @@ def test_finer_levels_get_fewer_steps():
     assert split_iterations(200, 2) == [133, 67]
     assert split_iterations(200, 3) == [114, 57, 29]
     assert split_iterations(1, 3) == [1, 0, 0]
+    assert split_iterations(100, 2, 0.5) == [67, 16]  # a "light" finer level: half its share
+    assert split_iterations(4, 3, 0.5) == [2, 1, 1]  # at least a step where it had one
+    assert level_steps(Settings(iterations=200), 3) == [114, 28, 14]
+    assert level_steps(Settings(iterations=200, finer_levels="full"), 3) == [114, 57, 29]
 
 
 def test_alpha_passes_through_untouched(engine):
@@ -336,12 +347,59 @@ def test_each_finer_level_weighs_style_by_the_gain(engine, monkeypatch, gain):
 
     monkeypatch.setattr(engine_module.losses, "style_loss", spy)
     engine.stylize(content_image(), [style_image()], settings)
-    lam = dict(zip(settings.style_layers, settings.layer_weights(), strict=True))
     levels = [0, 0, 1, 2]  # split_iterations(4, 3) == [2, 1, 1]
     assert len(seen) == len(levels)
     for k, weights in zip(levels, seen, strict=True):
-        expected = {n: 3.0 * w * gain**k for n, w in lam.items()}
+        at = settings.at_level(k)
+        lam = dict(zip(at.style_layers, at.layer_weights(), strict=True))
+        expected = {n: at.style_weight * w * gain**k for n, w in lam.items()}
         assert weights == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("finer", ["light", "full"])
+def test_light_finer_levels_ask_vgg_for_no_layer_deeper_than_the_content(engine, finer):
+    """Above the coarsest level ("light") the style layers deeper than the content layer
+    drop out: VGG runs to the content layer there, for half the level's steps. "full":
+    every level runs the settings' layers and all its steps."""
+    settings = Settings(
+        size=192, iterations=9, scales=2, min_scale=32, style_weight=3.0, finer_levels=finer
+    )
+    asked = []
+    features = engine.features
+
+    def spy(image, layers):
+        if image.requires_grad:  # the optimised image, not the content's or style's targets
+            asked.append(sorted(layers))
+        return features(image, layers)
+
+    engine.features = spy
+    try:
+        engine.stylize(content_image(), [style_image()], settings)
+    finally:
+        del engine.features
+    every = sorted({"conv3_3", *settings.style_layers})
+    if finer == "light":  # split_iterations(9, 2) == [6, 3], the finer level runs half
+        assert asked == [every] * 6 + [["conv1_2", "conv2_2", "conv3_3"]] * 2
+    else:
+        assert asked == [every] * 9
+
+
+def test_a_finer_level_keeps_the_shallow_layers_weights():
+    """Settings.at_level: the kept layers keep their lambda_l's ratios and the whole style
+    weight; the coarsest level, finer_levels "full", or no style layer as shallow as the
+    content layer leave the settings as they are."""
+    s = Settings(style_layer_falloff=2.0, style_weight=4.0)
+    fine = s.at_level(1)
+    assert fine.style_layers == ("conv1_2", "conv2_2", "conv3_3")
+    assert fine.style_weight == 4.0
+    assert fine.layer_weights() == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    assert s.at_level(0) is s
+    assert s.at_level(2) == fine
+    assert s.replace(finer_levels="full").at_level(1) == s.replace(finer_levels="full")
+    deep = Settings(content_layer="conv2_1", style_layers=("conv3_1", "conv4_1"))
+    assert deep.at_level(1) is deep
+    with pytest.raises(ValueError, match="finer_levels must be one of light, full, got 'all'"):
+        Settings(finer_levels="all")
 
 
 def test_style_layers_weigh_less_toward_the_deep_ones():

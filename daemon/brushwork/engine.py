@@ -34,10 +34,10 @@ from brushwork.flow import Guide
 from brushwork.optimize import Cancelled, CancelToken, Progress, Run
 from brushwork.scales import (
     Size,
+    level_steps,
     output_size,
     pyramid,
     resize,
-    split_iterations,
     style_size,
     to_numpy,
     to_tensor,
@@ -211,7 +211,7 @@ class Engine:
             torch.Generator().manual_seed(settings.seed) if settings.seed is not None else None
         )
         sizes = pyramid(out_h, out_w, settings)
-        steps = split_iterations(settings.iterations, len(sizes))
+        steps = level_steps(settings, len(sizes))
         tiles = [self.tile_side(settings, h, w) for h, w in sizes]
         plans = [
             tiling.plan(h, w, t, tiling.overlap_for(t))
@@ -226,7 +226,8 @@ class Engine:
         for level, ((h, w), n, tile, tile_plan) in enumerate(
             zip(sizes, steps, tiles, plans, strict=True)
         ):
-            run.begin_level(level)
+            at = settings.at_level(level)
+            run.begin_level(level, at)
             content_s = resize(content_full, (h, w))
             style_s = [resize(s, style_size(s.shape[-2:], (h, w), settings)) for s in style_full]
             if luminance:
@@ -246,7 +247,7 @@ class Engine:
                 target = color.luminance(target) if luminance else target
                 x = torch.lerp(x, target, mask)
                 run.held = (target, mask, guide.weight)
-            targets = self._style_targets(style_s, blend, settings)
+            targets = self._style_targets(style_s, blend, at)
             if len(tile_plan) == 1:
                 x = run.optimize(x, content_s, targets, n)
             else:

@@ -166,8 +166,10 @@ class Run:
         # The temporal term at this level: (target, mask, weight); None for a still image.
         self.held: tuple[torch.Tensor, torch.Tensor, float] | None = None
 
-    def begin_level(self, level: int) -> None:
+    def begin_level(self, level: int, settings: Settings) -> None:
+        """Start pyramid level `level`, run with `settings` (Settings.at_level)."""
         self.level, self.step, self.mark = level, 0, None
+        self.settings = settings
 
     def estimate(self, elapsed: float) -> tuple[float, float | None]:
         """(fraction done, seconds left) at a report.
