@@ -146,7 +146,7 @@ def test_stylize_on_a_pipe_prints_a_line_every_10_steps(tmp_path, pictures, daem
     assert [line.split(":")[0] for line in lines] == [
         "Scale 1 of 2, step 10 of 20",
         "Scale 1 of 2, step 20 of 20",
-        "Scale 2 of 2, step 10 of 10",
+        "Scale 2 of 2, step 5 of 5",  # a light finer level: half its 10
     ]
     assert lines[-1].split(": ")[1].startswith("100%")
 
