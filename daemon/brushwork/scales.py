@@ -17,7 +17,8 @@ MIN_SIDE = 32  # below this VGG's fifth block sees a single pixel; coarser scale
 MIN_WORK_SIDE = 16
 STEP_RATIO = 2  # steps of a level over those of the next finer one
 # The share of its steps a "light" finer level runs (Settings.finer_levels): at 512 px the
-# harness kept its measures within 0.01 with 16 steps of the 33 (docs/performance.md).
+# harness kept both measures within 0.007 with 16 steps of the 33; with 12 within 0.009, at
+# the edge (docs/quality.md, "Light finer levels").
 LIGHT_SHARE = 0.5
 
 Size = tuple[int, int]  # (H, W) of an image
