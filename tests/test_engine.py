@@ -67,8 +67,8 @@ def test_finer_levels_get_fewer_steps():
     assert split_iterations(200, 2) == [133, 67]
     assert split_iterations(200, 3) == [114, 57, 29]
     assert split_iterations(1, 3) == [1, 0, 0]
-    assert split_iterations(100, 2, 0.5) == [67, 16]  # a "light" finer level: half its share
-    assert split_iterations(4, 3, 0.5) == [2, 1, 1]  # at least a step where it had one
+    assert level_steps(Settings(iterations=100), 2) == [67, 16]  # light: half its share
+    assert level_steps(Settings(iterations=4), 3) == [2, 1, 1]  # at least a step where it had one
     assert level_steps(Settings(iterations=200), 3) == [114, 28, 14]
     assert level_steps(Settings(iterations=200, finer_levels="full"), 3) == [114, 57, 29]
 

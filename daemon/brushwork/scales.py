@@ -61,22 +61,24 @@ def style_size(style: Size, level: Size, settings: Settings) -> Size:
     return max(MIN_WORK_SIDE, h), max(MIN_WORK_SIDE, w)
 
 
-def split_iterations(total: int, levels: int, finer_share: float = 1.0) -> list[int]:
-    """Steps per level, coarse to fine: the total split so that each finer level gets
-    1/STEP_RATIO of the previous one's (the look is made at the coarsest level, finer ones add
-    detail at 4x the cost a step), the coarsest taking the rounding; then each finer level
-    keeps `finer_share` of its steps (LIGHT_SHARE for Settings.finer_levels "light"), at
-    least one where it had any."""
+def split_iterations(total: int, levels: int) -> list[int]:
+    """Steps per level, coarse to fine: each finer level gets 1/STEP_RATIO of the previous
+    one's (the look is made at the coarsest level, finer ones add detail at 4x the cost a
+    step); the coarsest takes the rounding."""
     shares = [STEP_RATIO**-k for k in range(levels)]
     steps = [round(total * w / sum(shares)) for w in shares]
     steps[0] = total - sum(steps[1:])
-    return steps[:1] + [min(n, max(1, round(n * finer_share))) for n in steps[1:]]
+    return steps
 
 
 def level_steps(settings: Settings, levels: int) -> list[int]:
-    """The steps Engine.stylize runs at each of `levels` pyramid levels, coarse to fine."""
-    share = LIGHT_SHARE if settings.finer_levels == "light" else 1.0
-    return split_iterations(settings.iterations, levels, share)
+    """The steps Engine.stylize runs at each of `levels` pyramid levels, coarse to fine: the
+    iterations split (split_iterations), a "light" finer level (Settings.finer_levels) then
+    keeping LIGHT_SHARE of its steps, at least one where it had any."""
+    steps = split_iterations(settings.iterations, levels)
+    if settings.finer_levels == "full":
+        return steps
+    return steps[:1] + [min(n, max(1, round(n * LIGHT_SHARE))) for n in steps[1:]]
 
 
 def to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -98,7 +98,7 @@ class Settings:
     # 256-1024 px on all 8 harness pairs (within 8.2 %); W2's was 1.6 (docs/quality.md).
     style_gain: float = 1.2
     # "light": above the coarsest level, no style layer deeper than the content layer and half
-    # the level's share of the steps (at_level, scales.split_iterations): the deep layers'
+    # the level's share of the steps (at_level, scales.level_steps): the deep layers'
     # strokes are placed at the coarsest level, where conv4_3 sees 184 px of a 512 px output,
     # and a finer level then refines them at a third less VGG work a step. The harness's 8
     # pairs at 512 px kept both measures within 0.007 in 0.6x the time (docs/quality.md).
